@@ -1,0 +1,223 @@
+"""The World protocol: what a world model must offer to be trained on or solved exactly.
+
+A world is duck-typed (see DESIGN.md, "World protocol"). This module states the protocol,
+checks a world when it is first used, and validates the values a world returns, so that a
+broken world fails with a message naming the world, the state and the problem instead of
+a deep stack trace or a silently wrong number.
+
+Conventions:
+- agents are numbered 0..N-1; ``human_agent_indices`` and ``robot_agent_indices`` partition them;
+- every agent has ``num_actions`` actions and action 0 is "stay";
+- a joint action is one int per agent, indexed by agent id;
+- a joint robot action is one index ``a_r = sum_i a_i * num_actions**i`` over the robots in order.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Hashable, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+PROB_TOLERANCE = 1e-6
+
+# Members every world must have; checked by name so the error can say which one is missing.
+REQUIRED_MEMBERS = (
+    "human_agent_indices",
+    "robot_agent_indices",
+    "num_actions",
+    "initial_state",
+    "transition_probabilities",
+    "is_terminal",
+    "possible_goals",
+    "encode_state",
+    "encode_goal",
+)
+REQUIRED_METHODS = REQUIRED_MEMBERS[3:]
+
+
+class WorldProtocolError(ValueError):
+    """A world does not follow the protocol. The message names the world and the problem."""
+
+
+@runtime_checkable
+class Goal(Protocol):
+    def is_achieved(self, state: Hashable) -> bool: ...
+
+
+@runtime_checkable
+class World(Protocol):
+    human_agent_indices: Sequence[int]
+    robot_agent_indices: Sequence[int]
+    num_actions: int
+
+    def initial_state(self) -> Hashable: ...
+
+    def transition_probabilities(self, state: Hashable, joint_action: Sequence[int]
+                                 ) -> list[tuple[float, Hashable]] | None: ...
+
+    def is_terminal(self, state: Hashable) -> bool: ...
+
+    def possible_goals(self, state: Hashable, human: int) -> list[tuple[Goal, float]]: ...
+
+    def encode_state(self, state: Hashable) -> np.ndarray: ...
+
+    def encode_goal(self, goal: Goal) -> np.ndarray: ...
+
+
+class HumanPrior(Protocol):
+    """pi_h(a_h | s, g): ``prior(state, h, goal)`` returns a normalised array over actions."""
+
+    def __call__(self, state: Hashable, human: int, goal: Goal) -> np.ndarray: ...
+
+
+def world_name(world: Any) -> str:
+    return getattr(world, "name", None) or type(world).__name__
+
+
+def num_agents(world: World) -> int:
+    return len(world.human_agent_indices) + len(world.robot_agent_indices)
+
+
+def num_robot_actions(world: World) -> int:
+    """|A_r| = num_actions ** (number of robots): the size of the joint robot action space."""
+    return int(world.num_actions) ** len(world.robot_agent_indices)
+
+
+def decode_robot_action(a_r: int, num_actions: int, num_robots: int) -> list[int]:
+    """Inverse of ``a_r = sum_i a_i * num_actions**i``."""
+    out = []
+    for _ in range(num_robots):
+        a_r, a = divmod(a_r, num_actions)
+        out.append(a)
+    return out
+
+
+def encode_robot_action(actions: Sequence[int], num_actions: int) -> int:
+    return int(sum(int(a) * num_actions ** i for i, a in enumerate(actions)))
+
+
+def joint_action(world: World, robot_action: int, human_actions: Sequence[int]) -> list[int]:
+    """Assemble one int per agent (indexed by agent id) from a joint robot action index and
+    the humans' actions (in ``human_agent_indices`` order)."""
+    ja = [0] * num_agents(world)
+    robots = world.robot_agent_indices
+    for rid, a in zip(robots, decode_robot_action(robot_action, world.num_actions, len(robots))):
+        ja[rid] = a
+    for hid, a in zip(world.human_agent_indices, human_actions):
+        ja[hid] = int(a)
+    return ja
+
+
+def _is_hashable(x: Any) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def check_world(world: Any) -> None:
+    """Check a world once, before it is used. Raises WorldProtocolError naming the problem."""
+    name = world_name(world)
+    for member in REQUIRED_MEMBERS:
+        if not hasattr(world, member):
+            kind = "method" if member in REQUIRED_METHODS else "attribute"
+            raise WorldProtocolError(f"world {name!r} is missing the protocol {kind} `{member}`")
+        if member in REQUIRED_METHODS and not callable(getattr(world, member)):
+            raise WorldProtocolError(f"world {name!r}: `{member}` must be a method")
+    n = world.num_actions
+    if not isinstance(n, (int, np.integer)) or n < 1:
+        raise WorldProtocolError(f"world {name!r}: num_actions must be an int >= 1, got {n!r}")
+    humans, robots = list(world.human_agent_indices), list(world.robot_agent_indices)
+    if not humans or not robots:
+        raise WorldProtocolError(f"world {name!r} needs at least one human and one robot, "
+                                 f"got humans={humans}, robots={robots}")
+    if sorted(humans + robots) != list(range(len(humans) + len(robots))):
+        raise WorldProtocolError(f"world {name!r}: human_agent_indices {humans} and "
+                                 f"robot_agent_indices {robots} must partition 0..N-1")
+    s0 = world.initial_state()
+    check_state(world, s0)
+    enc = np.asarray(world.encode_state(s0))
+    if enc.ndim != 1 or enc.size == 0:
+        raise WorldProtocolError(f"world {name!r}: encode_state must return a non-empty 1-D "
+                                 f"vector, got shape {enc.shape}")
+    if not np.all(np.isfinite(enc)):
+        raise WorldProtocolError(f"world {name!r}: encode_state({s0!r}) is not finite")
+    for h in humans:
+        check_goals(world, s0, h)
+
+
+def check_state(world: Any, state: Any) -> None:
+    if not _is_hashable(state):
+        raise WorldProtocolError(f"world {world_name(world)!r}: state {state!r} of type "
+                                 f"{type(state).__name__} is not hashable")
+
+
+def check_goals(world: Any, state: Any, human: int) -> list[tuple[Any, float]]:
+    """possible_goals(state, human), checked: non-empty, finite weights >= 0 summing to 1,
+    goals hashable with ``is_achieved``."""
+    name = world_name(world)
+    goals = list(world.possible_goals(state, human))
+    if not goals:
+        raise WorldProtocolError(f"world {name!r}: possible_goals({state!r}, {human}) is empty")
+    total = 0.0
+    for goal, w in goals:
+        if not _is_hashable(goal) or not callable(getattr(goal, "is_achieved", None)):
+            raise WorldProtocolError(f"world {name!r}: goal {goal!r} must be hashable and "
+                                     "have is_achieved(state)")
+        if not math.isfinite(w) or w < 0:
+            raise WorldProtocolError(f"world {name!r}: goal weight {w!r} of {goal!r} at state "
+                                     f"{state!r} is not a finite number >= 0")
+        total += w
+    if abs(total - 1.0) > PROB_TOLERANCE:
+        raise WorldProtocolError(f"world {name!r}: goal weights of human {human} at state "
+                                 f"{state!r} sum to {total:.9g}, not 1")
+    return goals
+
+
+def checked_transitions(world: Any, state: Any, joint_action: Sequence[int]
+                        ) -> list[tuple[float, Any]] | None:
+    """``world.transition_probabilities`` with its contract enforced.
+
+    Returns None for a terminal state, else a list of (p, successor) with p finite in [0, 1]
+    summing to 1 within PROB_TOLERANCE and hashable successors. Callers cache the result,
+    so the checks run once per (state, joint action).
+    """
+    name = world_name(world)
+    n = num_agents(world)
+    if len(joint_action) != n:
+        raise WorldProtocolError(f"world {name!r}: joint action {list(joint_action)} has length "
+                                 f"{len(joint_action)}, expected one action per agent ({n})")
+    out = world.transition_probabilities(state, list(joint_action))
+    if out is None:
+        return None
+    out = list(out)
+    if not out:
+        raise WorldProtocolError(f"world {name!r}: transition_probabilities({state!r}, "
+                                 f"{list(joint_action)}) is empty; return None for terminal states")
+    total = 0.0
+    for p, succ in out:
+        if not (isinstance(p, (int, float, np.floating, np.integer)) and math.isfinite(p)) \
+                or p < -PROB_TOLERANCE or p > 1 + PROB_TOLERANCE:
+            raise WorldProtocolError(f"world {name!r}: probability {p!r} at state {state!r}, "
+                                     f"joint action {list(joint_action)} is not finite in [0, 1]")
+        if not _is_hashable(succ):
+            raise WorldProtocolError(f"world {name!r}: successor {succ!r} of state {state!r} "
+                                     "is not hashable")
+        total += p
+    if abs(total - 1.0) > PROB_TOLERANCE:
+        raise WorldProtocolError(f"world {name!r}: transition probabilities at state {state!r}, "
+                                 f"joint action {list(joint_action)} sum to {total:.9g}, not 1")
+    return out
+
+
+def checked_encoding(world: Any, state: Any, expected_dim: int | None = None) -> np.ndarray:
+    """encode_state as float32, checked for a fixed length and finite values."""
+    enc = np.asarray(world.encode_state(state), dtype=np.float32)
+    if enc.ndim != 1 or (expected_dim is not None and enc.shape[0] != expected_dim):
+        raise WorldProtocolError(f"world {world_name(world)!r}: encode_state({state!r}) has shape "
+                                 f"{enc.shape}, expected ({expected_dim},) like the initial state")
+    if not np.all(np.isfinite(enc)):
+        raise WorldProtocolError(f"world {world_name(world)!r}: encode_state({state!r}) "
+                                 "contains non-finite values")
+    return enc
