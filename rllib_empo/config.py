@@ -20,6 +20,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 
+from rllib_empo.equations import DEFAULT_X_H_FLOOR
 from rllib_empo.schedule import NETWORKS, WarmupSchedule
 
 
@@ -142,7 +143,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("zeta", 2.0, _GE1, "Risk aversion exponent zeta of eq. (7)."),
     _F("xi", 1.0, _GE1, "Inequality aversion exponent xi of eq. (8)."),
     _F("eta", 1.1, _GE1, "Intertemporal exponent eta of eq. (8)."),
-    _F("x_h_floor", 1e-3, _float(0.0, 1.0, lo_open=True, hi_open=True),
+    _F("x_h_floor", DEFAULT_X_H_FLOOR, _float(0.0, 1.0, lo_open=True, hi_open=True),
        "Lower bound of X_h (keeps U_r finite); shared with the exact solver."),
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
@@ -225,6 +226,8 @@ class EmpoConfig(AlgorithmConfig):
         self.grad_clip = 10.0
         self.grad_clip_by = "global_norm"
         self.rollout_fragment_length = 50
+        from rllib_empo.runner import EmpoEnvRunner
+        self.env_runner_cls = EmpoEnvRunner
         # EMPO fields (tuples are immutable, so sharing the defaults is safe).
         for f in FIELDS:
             setattr(self, f.name, f.default)
@@ -307,12 +310,48 @@ class EmpoConfig(AlgorithmConfig):
         """The stages of this configuration as a (markdown) table."""
         return self.schedule.format_stages_table(markdown=markdown)
 
+    # ------------------------------------------------------------- RLlib wiring
+    def get_default_rl_module_spec(self):
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+        from rllib_empo.module import EmpoRLModule
+        return RLModuleSpec(module_class=EmpoRLModule)
+
+    def get_default_learner_class(self):
+        from rllib_empo.learner import EmpoTorchLearner
+        return EmpoTorchLearner
+
+    @property
+    def _model_config_auto_includes(self) -> dict:
+        spec = self.table_spec()
+        return super()._model_config_auto_includes | {
+            "hidden_sizes": tuple(self.hidden_sizes), "num_humans": spec.num_humans,
+            "goal_dim": spec.goal_dim, "x_h_use_network": self.x_h_use_network,
+            "u_r_use_network": self.u_r_use_network, "v_r_use_network": self.v_r_use_network,
+            "x_h_floor": self.x_h_floor, "eta": self.eta}
+
+    def empo_env_settings(self) -> dict:
+        """What the EnvRunners' envs must record (rllib_empo.env.EnvSettings fields)."""
+        return {"use_model_based_targets": self.use_model_based_targets,
+                "sum_human_actions": self.sum_human_actions,
+                "max_successors": self.max_successors,
+                "max_goals_per_human": self.max_goals_per_human,
+                # X_h at successors is needed only when X_h, U_r and V_r are all direct
+                "succ_goals": not (self.x_h_use_network or self.u_r_use_network
+                                   or self.v_r_use_network),
+                "gamma_h": self.gamma_h}
+
+    def table_spec(self):
+        """Row shapes of the configured world (builds the world, not the prior)."""
+        from rllib_empo.env import EnvSettings, table_spec, world_for_config
+        return table_spec(world_for_config(self.env, self.env_config),
+                          EnvSettings(**self.empo_env_settings()))
+
 
 def _training_doc() -> str:
     args = "\n".join(f"            {f.name}: {f.doc} Must be {f.allowed}; default {f.default!r}."
                      for f in FIELDS)
     return ("Sets the training related configuration (EMPO fields and RLlib's own).\n\n"
-            "        Steps, durations and intervals count learner updates.\n\n"
+            "        Steps, durations and intervals count learner updates unless a field says otherwise.\n\n"
             f"        Args:\n{args}\n"
             "            **kwargs: RLlib's own training() arguments (gamma, lr, grad_clip,\n"
             "                train_batch_size_per_learner, ...).\n\n"

@@ -45,7 +45,8 @@ EpsilonSpec = Union[float, Sequence[Tuple[float, float]]]
 
 def stage_name(stage_id: int) -> str:
     """Readable name of stage ``stage_id`` (0..6); ValueError for any other id."""
-    if isinstance(stage_id, bool) or stage_id not in range(FINAL_STAGE + 1):
+    # __index__ admits numpy ints but not floats (1.0 in range(7) would be True).
+    if isinstance(stage_id, bool) or not hasattr(type(stage_id), "__index__") or not 0 <= stage_id <= FINAL_STAGE:
         raise ValueError(f"stage id must be an int in 0..{FINAL_STAGE}, got {stage_id!r}")
     return STAGE_NAMES[stage_id]
 
@@ -117,27 +118,18 @@ class WarmupSchedule:
         kwargs = {name: getattr(cfg, name) for name in names}
         return cls(lrs={n: getattr(cfg, f"lr_{n}") for n in NETWORKS}, **kwargs)
 
-    # ----------------------------------------------------------------- boundaries
     @property
     def durations(self) -> Tuple[int, int, int, int, int, int]:
         """Effective lengths of stages 0..5 (disabled networks' stages are 0)."""
-        return (
-            self.warmup_v_h_e_steps,
-            self.warmup_x_h_steps if self.x_h_use_network else 0,
-            self.warmup_u_r_steps if self.u_r_use_network else 0,
-            self.warmup_q_r_steps,
-            self.warmup_v_r_steps if self.v_r_use_network else 0,
-            self.beta_r_rampup_steps,
-        )
+        return (self.warmup_v_h_e_steps, self.warmup_x_h_steps if self.x_h_use_network else 0,
+                self.warmup_u_r_steps if self.u_r_use_network else 0, self.warmup_q_r_steps,
+                self.warmup_v_r_steps if self.v_r_use_network else 0, self.beta_r_rampup_steps)
 
     @property
     def ends(self) -> Tuple[int, int, int, int, int, int]:
         """Cumulative (exclusive) ends E0..E5 of stages 0..5."""
-        out, total = [], 0
-        for d in self.durations:
-            total += d
-            out.append(total)
-        return tuple(out)
+        d = self.durations
+        return tuple(sum(d[: k + 1]) for k in range(len(d)))
 
     def stage(self, t: int) -> int:
         """Stage id (0..6) at step ``t``: the first k with t < E_k, else 6."""
@@ -148,10 +140,7 @@ class WarmupSchedule:
                 return k
         return FINAL_STAGE
 
-    @staticmethod
-    def stage_name(stage_id: int) -> str:
-        """Readable name of a stage id (ValueError outside 0..6)."""
-        return stage_name(stage_id)
+    stage_name = staticmethod(stage_name)  # readable name of a stage id, as a method too
 
     def is_in_warmup(self, t: int) -> bool:
         """True before the beta_r ramp starts (t < E4)."""
@@ -165,7 +154,6 @@ class WarmupSchedule:
         """True once warm-up and ramp are over (t >= E5)."""
         return t >= self.ends[5]
 
-    # ------------------------------------------------------------------- networks
     @property
     def existing_networks(self) -> frozenset:
         """Networks that exist at all: v_h_e and q_r always, the others per flag."""
@@ -186,7 +174,6 @@ class WarmupSchedule:
         active = self.active_networks(t)
         return sum(1 << i for i, n in enumerate(NETWORKS) if n in active)
 
-    # --------------------------------------------------------------------- beta_r
     def effective_beta_r(self, t: int) -> float:
         """0 before E4, nominal beta_r from E5 on, a normalised sigmoid in between.
 
@@ -203,21 +190,16 @@ class WarmupSchedule:
         lo, hi = _logistic(-3.0), _logistic(3.0)
         return float(self.beta_r) * (_logistic(6.0 * (x - 0.5)) - lo) / (hi - lo)
 
-    # -------------------------------------------------------------- learning rate
     @property
     def decays(self) -> bool:
-        """Whether learning rates decay at all after :attr:`decay_start`."""
+        """Whether learning rates decay at all (from :attr:`decay_start` on)."""
         return bool(self.use_sqrt_lr_decay or self.constant_lr_then_1_over_t)
-
-    @property
-    def decay_exponent(self) -> float:
-        """p in lr = base * (t0 / u)^p: 1 with constant_lr_then_1_over_t, else 1/2."""
-        return 1.0 if self.constant_lr_then_1_over_t else 0.5
 
     @property
     def decay_start(self) -> int:
         """t0 = max(E5, floor(lr_constant_fraction * num_training_steps))."""
-        return max(self.ends[5], math.floor(self.lr_constant_fraction * self.num_training_steps))
+        # Rounding first keeps e.g. 0.29 * 100 = 28.999999999999996 from flooring to 28.
+        return max(self.ends[5], math.floor(round(self.lr_constant_fraction * self.num_training_steps, 6)))
 
     def learning_rate(self, net: str, t: int, update_count: Optional[int] = None) -> float:
         """Learning rate of ``net`` at step ``t``.
@@ -238,9 +220,9 @@ class WarmupSchedule:
         if not self.decays or t < t0:
             return base
         u = max(t if update_count is None else update_count, t0)
-        return base * (max(t0, 1) / max(u, 1)) ** self.decay_exponent
+        p = 1.0 if self.constant_lr_then_1_over_t else 0.5
+        return base * (max(t0, 1) / max(u, 1)) ** p
 
-    # ---------------------------------------------------------- transitions, buffer
     @property
     def clear_points(self) -> Tuple[int, ...]:
         """Steps at which the replay buffer is cleared: E4 if some warm-up came before
@@ -254,7 +236,6 @@ class WarmupSchedule:
         steps = sorted({e for e in self.ends if e > 0})
         return [(e, f"{stage_name(self.stage(e - 1))} -> {stage_name(self.stage(e))}") for e in steps]
 
-    # -------------------------------------------------------------------- epsilon
     def epsilon_at(self, t: float) -> float:
         """Robot exploration epsilon at step ``t``: a constant, or piecewise-linear
         interpolation of the (step, value) points, constant outside them."""
@@ -268,7 +249,6 @@ class WarmupSchedule:
                 return va + (t - a) / (b - a) * (vb - va)
         return points[-1][1]
 
-    # --------------------------------------------------------------------- tables
     def stage_table(self) -> List[StageRow]:
         """One row per stage of positive length (the open-ended stage 6 always)."""
         starts = (0,) + self.ends

@@ -13,6 +13,10 @@ A state is a plain tuple of small ints, so that hashing it is cheap:
 where a cell is an index into ``Grid.cells`` (floor cells in row-major order). Robots are
 agents ``0..R-1`` and humans ``R..R+H-1``. Time is part of the state, so the reachable
 state graph is acyclic; a state with ``steps_left == 0`` is terminal.
+
+Layout characters: ``#`` wall, ``.`` floor, ``n`` floor only robots may enter, any other
+character floor with a marker (start cells). A world may also declare floor that only
+humans may enter (drawn ``h``).
 """
 from __future__ import annotations
 
@@ -24,6 +28,8 @@ import numpy as np
 WALL = "#"
 # Floor that only robots may enter (a niche where a robot can make way).
 ROBOT_ONLY = "n"
+# Drawn on floor that only humans may enter (a doorway too narrow for a robot).
+HUMAN_ONLY = "h"
 ACTION_NAMES = ("stay", "up", "down", "left", "right")
 DELTAS = ((0, 0), (0, -1), (0, 1), (-1, 0), (1, 0))
 NUM_ACTIONS = len(DELTAS)
@@ -35,7 +41,7 @@ class Grid:
     cells are listed in ``marks`` (e.g. start cells)."""
 
     def __init__(self, layout: str):
-        rows = [r for r in layout.strip("\n").splitlines()]
+        rows = layout.strip("\n").splitlines()
         self.height = len(rows)
         self.width = max(len(r) for r in rows)
         self.cells: list[tuple[int, int]] = []
@@ -94,11 +100,13 @@ class Grid:
                     queue.append(nb)
         return dist
 
-    def picture(self, symbols: dict[int, str]) -> list[str]:
+    def picture(self, symbols: dict[int, str], human_only: frozenset[int] = frozenset()
+                ) -> list[str]:
         """Rows of the layout with ``symbols[cell_id]`` drawn over the floor."""
         canvas = [[WALL] * self.width for _ in range(self.height)]
         for cid, (x, y) in enumerate(self.cells):
-            canvas[y][x] = ROBOT_ONLY if cid in self.robot_only else "."
+            canvas[y][x] = (ROBOT_ONLY if cid in self.robot_only
+                            else HUMAN_ONLY if cid in human_only else ".")
         for cid, ch in symbols.items():
             x, y = self.cells[cid]
             canvas[y][x] = ch
@@ -131,10 +139,13 @@ class GridWorld:
 
     name = "grid"
     num_actions = NUM_ACTIONS
+    # The human prior an env builds when its config names none (read by rllib_empo.env):
+    # the exact phase-1 prior where the world is small enough to enumerate.
+    default_prior = "boltzmann"
 
     def _setup(self, grid: Grid, robot_starts: list[int], human_starts: list[int],
                horizon: int, goal_cells: list[list[tuple[int, int]]],
-               object_starts: tuple[int, ...] = ()) -> None:
+               object_starts: tuple[int, ...] = (), human_only: tuple[int, ...] = ()) -> None:
         if not isinstance(horizon, int) or horizon < 1:
             raise ValueError(f"{self.name}: horizon must be an int >= 1, got {horizon!r}")
         self.grid, self.horizon = grid, horizon
@@ -145,8 +156,10 @@ class GridWorld:
         self.num_agents = nr + nh
         self._s0 = (horizon, *robot_starts, *human_starts, *object_starts)
         everywhere = set(range(len(grid.cells)))
+        self.human_only = frozenset(human_only)
         self._human_floor = everywhere - grid.robot_only
-        self.robot_move = grid.move_table(everywhere)
+        self._robot_floor = everywhere - self.human_only
+        self.robot_move = grid.move_table(self._robot_floor)
         self.human_move = grid.move_table(self._human_floor)
         self._moves = [self.robot_move] * nr + [self.human_move] * nh
         self._goals: dict[int, list] = {}
@@ -172,8 +185,8 @@ class GridWorld:
         self.goal_dim = nh + w + hgt
 
     def _move_agents(self, cells: list[int], actions) -> None:
-        """Move agents in agent-id order, in place: a move into a wall (or, for a human,
-        robot-only floor) or into a cell another agent occupies *at that moment* fails and
+        """Move agents in agent-id order, in place: a move into a wall, onto floor the agent
+        may not stand on, or into a cell another agent occupies *at that moment* fails and
         the agent stays. So an agent can follow one with a lower id in the same step, and
         two agents cannot swap cells."""
         for i, move in enumerate(self._moves):
@@ -253,11 +266,13 @@ class GridWorld:
         if self._num_objects:
             parts.append("o=rock")
         if self.grid.robot_only:
-            parts.append("n=robot-only")
+            parts.append(f"{ROBOT_ONLY}=robot-only")
+        if self.human_only:
+            parts.append(f"{HUMAN_ONLY}=human-only")
         return ", ".join(parts)
 
     def render(self, state) -> str:
-        rows = self.grid.picture(self._symbols(state))
+        rows = self.grid.picture(self._symbols(state), self.human_only)
         rows.append(f"steps left: {state[0]}/{self.horizon}  ({self.legend()})")
         return "\n".join(rows)
 

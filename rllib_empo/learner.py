@@ -1,0 +1,108 @@
+"""EmpoTorchLearner: losses of the active networks, one optimizer per network, target copies.
+
+The Algorithm owns every schedule (DESIGN.md) and hands this Learner, with each update, the
+values of the current warm-up step in ``timesteps["empo"]``:
+
+    {"active": [...networks trained now...], "lrs": {net: lr}, "beta_r": float,
+     "sync": [...networks whose target copy is refreshed after this update...]}
+
+Only the active networks' losses are computed and only their optimizers step, so frozen
+networks stay bit-identical. Gradient clipping is RLlib's (``grad_clip``, per optimizer).
+A non-finite loss or gradient raises ``FloatingPointError`` or skips the update, as
+``on_nonfinite`` says; it never reaches the weights.
+"""
+from __future__ import annotations
+
+import torch
+
+from ray.rllib.core.learner.torch.torch_learner import TorchLearner
+from ray.rllib.core.learner.utils import update_target_network
+from ray.rllib.core.rl_module.apis import TargetNetworkAPI
+
+from rllib_empo.targets import Theory, compute_targets, loss_masks, masked_mse
+
+EMPO_KEY = "empo"
+
+
+class EmpoTorchLearner(TorchLearner):
+    def build(self) -> None:
+        super().build()     # builds the module and calls configure_optimizers_for_module
+        self.module.foreach_module(
+            lambda mid, m: m.make_target_networks() if isinstance(m, TargetNetworkAPI) else None)
+        self._theory = Theory.from_config(self.config)
+        self._active: tuple[str, ...] = ()
+        self._beta_r = 0.0
+        self._skip = False
+
+    def configure_optimizers_for_module(self, module_id, config=None) -> None:
+        module = self._module[module_id].unwrapped()
+        for name in module.network_names:
+            params = self.get_parameters(module.net(name))
+            self.register_optimizer(module_id=module_id, optimizer_name=name,
+                                    optimizer=torch.optim.Adam(params, lr=getattr(config, f"lr_{name}")),
+                                    params=params, lr_or_lr_schedule=None)   # lr: ours
+
+    def before_gradient_based_update(self, *, timesteps) -> None:
+        super().before_gradient_based_update(timesteps=timesteps)
+        empo = timesteps.get(EMPO_KEY) or {}
+        for module_id in self.module.keys():
+            names = self.module[module_id].unwrapped().network_names
+            self._active = tuple(n for n in empo.get("active", names) if n in names)
+            for name, lr in (empo.get("lrs") or {}).items():
+                if name in names:
+                    for group in self.get_optimizer(module_id, name).param_groups:
+                        group["lr"] = float(lr)
+        self._beta_r = float(empo.get("beta_r", 0.0))
+        self._skip = False
+
+    def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
+        module = self.module[module_id].unwrapped()
+        targets = compute_targets(module, batch, self._active, self._beta_r, self._theory)
+        masks = loss_masks(batch)
+        losses = {n: masked_mse(fwd_out[n], targets[n], masks.get(n)) for n in self._active}
+        if not losses:
+            return torch.zeros((), device=batch["obs"].device)
+        total = sum(losses.values())
+        if not torch.isfinite(total):
+            bad = [n for n, l in losses.items() if not torch.isfinite(l)]
+            self._nonfinite(module_id, f"non-finite loss of {bad} (targets finite: "
+                            f"{ {n: bool(torch.isfinite(targets[n]).all()) for n in bad} })")
+            return torch.zeros((), device=total.device)
+        for n, l in losses.items():
+            self.metrics.log_value((module_id, f"loss_{n}"), l.detach(), window=1)
+            self.metrics.log_value((module_id, f"prediction_{n}"), fwd_out[n].detach().mean(),
+                                   window=1)
+            self.metrics.log_value((module_id, f"target_{n}"), targets[n].mean(), window=1)
+        return total
+
+    def _nonfinite(self, module_id, what: str) -> None:
+        if self.config.on_nonfinite == "raise":
+            raise FloatingPointError(f"EMPO update stopped: {what}. Set on_nonfinite='skip' "
+                                     "to skip such updates instead.")
+        self._skip = True
+        self.metrics.log_value((module_id, "num_nonfinite_skips"), 1, reduce="lifetime_sum")
+
+    def apply_gradients(self, gradients_dict) -> None:
+        """Step only the active networks' optimizers (RLlib's default steps all of them)."""
+        if self._skip or not gradients_dict:
+            return
+        grads = [g for g in gradients_dict.values() if g is not None]
+        if grads and not torch.isfinite(torch.stack([g.norm() for g in grads]).sum()):
+            for module_id in self.module.keys():
+                self._nonfinite(module_id, "non-finite gradient")
+            return
+        for pid, grad in gradients_dict.items():
+            self._params[pid].grad = grad
+        for module_id in self.module.keys():
+            for name in self._active:
+                self.get_optimizer(module_id, name).step()
+
+    def after_gradient_based_update(self, *, timesteps) -> None:
+        super().after_gradient_based_update(timesteps=timesteps)
+        sync = (timesteps.get(EMPO_KEY) or {}).get("sync") or ()
+        for module_id in self.module.keys():
+            module = self.module[module_id].unwrapped()
+            for name in sync:
+                if name in module.network_names:
+                    update_target_network(main_net=module.net(name),
+                                          target_net=module.net(name, target=True), tau=1.0)

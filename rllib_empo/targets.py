@@ -1,0 +1,115 @@
+"""Model-based targets of the five networks, vectorised over a batch of rows and successors.
+
+Every target uses the *target* networks (marked ^T) and the formulas of ``equations``:
+
+    V_h^e target : sum_k [sum_a pi_r^T(a|s) P_h(k|a)] (ach + (1-ach)(1-term) gamma_h V_h^e^T(s'_k, g))
+    X_h target   : sum_g w(g) V_h^e^T(s, g)^zeta                         (eq. 7)
+    U_r target   : -(mean_h X_h^T(s)^-xi)^eta                            (eq. 8)
+    Q_r target   : gamma_r sum_k P(k|a_r) (1-term_k) V_r^T(s'_k)          (eq. 4)
+    V_r target   : U_r^T(s) + sum_a pi_r^T(a|s) Q_r^T(s,a)                 (eq. 9)
+
+where X_h^T, U_r^T and V_r^T come from their target network when that network exists and
+are otherwise computed from the networks below them ("direct" mode, DESIGN.md):
+X_h^T from V_h^e^T over the goal table, U_r^T from X_h^T, V_r^T from U_r^T and Q_r^T.
+pi_r^T uses the beta_r of the current warm-up step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from rllib_empo import equations as eq
+
+
+@dataclass(frozen=True)
+class Theory:
+    """The theory parameters the targets need (from EmpoConfig)."""
+    gamma_h: float
+    gamma_r: float
+    zeta: float
+    xi: float
+    eta: float
+    x_h_floor: float
+
+    @classmethod
+    def from_config(cls, cfg) -> "Theory":
+        return cls(cfg.gamma_h, cfg.gamma_r, cfg.zeta, cfg.xi, cfg.eta, cfg.x_h_floor)
+
+
+def x_h_at(module, obs, goal_enc, goal_w, th: Theory):
+    """X_h^T at states obs [..., D] -> [..., H] (network, or direct from V_h^e^T)."""
+    if "x_h" in module.network_names:
+        return module.x_h_values(obs, target=True)
+    v = module.v_h_e_values(obs[..., None, None, :], module.goal_inputs(goal_enc), target=True)
+    return eq.x_h_from_v_h_e(v, goal_w, th.zeta, th.x_h_floor)
+
+
+def u_r_at(module, obs, goal_enc, goal_w, th: Theory):
+    """U_r^T at states obs [..., D] -> [...]."""
+    if "u_r" in module.network_names:
+        return module.u_r_values(obs, target=True)
+    return eq.u_r_from_x_h(x_h_at(module, obs, goal_enc, goal_w, th), th.xi, th.eta,
+                           th.x_h_floor)
+
+
+def v_r_at(module, obs, goal_enc, goal_w, beta_r, th: Theory):
+    """V_r^T at states obs [..., D] -> [...]."""
+    if "v_r" in module.network_names:
+        return module.v_r_values(obs, target=True)
+    q = module.q_r_values(obs, target=True)
+    pi = eq.power_law_policy(q, beta_r)
+    return eq.v_r_from(u_r_at(module, obs, goal_enc, goal_w, th), pi, q)
+
+
+def compute_targets(module, batch: dict, networks, beta_r: float, th: Theory) -> dict:
+    """Targets for ``networks`` (a subset of the module's networks), without gradients.
+
+    Shapes: q_r [B, A_r], v_h_e [B, H, M], x_h [B, H], u_r [B], v_r [B].
+    """
+    out = {}
+    obs = batch["obs"]
+    with torch.no_grad():
+        pi_s = None
+        if {"v_h_e", "v_r"} & set(networks):
+            q_s = module.q_r_values(obs, target=True)
+            pi_s = eq.power_law_policy(q_s, beta_r)
+        if "v_h_e" in networks:
+            goal = module.goal_inputs(batch["vhe_goal"])                   # [B, H, M, Dg+H]
+            succ = batch["succ_obs"][:, None, None, :, :]                  # [B, 1, 1, K, D]
+            v_next = module.v_h_e_values(succ, goal[..., None, :], target=True)  # [B,H,M,K]
+            term = batch["succ_terminal"][:, None, None, :]
+            out["v_h_e"] = eq.v_h_e_from_successors(pi_s[:, None, None, :], batch["vhe_probs"],
+                                                    batch["vhe_achieved"], term, v_next,
+                                                    th.gamma_h)
+        if "x_h" in networks:
+            v = module.v_h_e_values(obs[:, None, None, :], module.goal_inputs(batch["goal_enc"]),
+                                    target=True)
+            out["x_h"] = eq.x_h_from_v_h_e(v, batch["goal_w"], th.zeta, th.x_h_floor)
+        if "u_r" in networks:
+            x = x_h_at(module, obs, batch["goal_enc"], batch["goal_w"], th)
+            out["u_r"] = eq.u_r_from_x_h(x, th.xi, th.eta, th.x_h_floor)
+        if "q_r" in networks:
+            v_next = v_r_at(module, batch["succ_obs"], batch.get("succ_goal_enc"),
+                            batch.get("succ_goal_w"), beta_r, th)              # [B, K]
+            out["q_r"] = eq.q_r_from_successors(batch["probs"], v_next, batch["succ_terminal"],
+                                                th.gamma_r)
+        if "v_r" in networks:
+            u = u_r_at(module, obs, batch["goal_enc"], batch["goal_w"], th)
+            out["v_r"] = eq.v_r_from(u, pi_s, module.q_r_values(obs, target=True))
+    return out
+
+
+def loss_masks(batch: dict) -> dict:
+    """Which prediction entries are real: Q_r only for robot actions with a successor table
+    (all of them in model-based mode, the action taken in sampled mode); V_h^e only for
+    non-padding goals."""
+    return {"q_r": (batch["probs"].sum(-1) > 0).to(batch["probs"].dtype),
+            "v_h_e": batch["vhe_mask"]}
+
+
+def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):
+    err = (pred - target) ** 2
+    if mask is None:
+        return err.mean()
+    return (err * mask).sum() / mask.sum().clamp_min(1.0)
