@@ -20,7 +20,7 @@ from typing import Any, Callable, List, Optional, Tuple
 import numpy as np
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 
-from rllib_empo.equations import DEFAULT_X_H_FLOOR
+from rllib_empo.equations import DEFAULT_NEG_Q_R_FLOOR, DEFAULT_X_H_FLOOR
 from rllib_empo.schedule import NETWORKS, WarmupSchedule
 
 
@@ -145,6 +145,10 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("eta", 1.1, _GE1, "Intertemporal exponent eta of eq. (8)."),
     _F("x_h_floor", DEFAULT_X_H_FLOOR, _float(0.0, 1.0, lo_open=True, hi_open=True),
        "Lower bound of X_h (keeps U_r finite); shared with the exact solver."),
+    _F("neg_q_r_floor", DEFAULT_NEG_Q_R_FLOOR, _float(0.0, 1.0, lo_open=True, hi_open=True),
+       "Lower bound of -Q_r in the power law (5) (Q_r = 0 where every successor is terminal); shared with the exact solver."),
+    _F("value_loss", "log", _choice("log", "mse"),
+       "Loss of q_r, u_r, v_r, x_h: MSE of log|value| (relative errors; for model-based targets) or plain MSE."),
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
     _F("updates_per_iteration", 8, _POS, "Learner updates per training_step()."),
@@ -154,6 +158,8 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("max_goals_per_human", 16, _POS, "Goals per human stored per transition for X_h targets (more are sampled)."),
     _F("sum_human_actions", True, BOOL,
        "Sum human actions out under the prior (False: use the sampled human action)."),
+    _F("exploring_starts", 0.0, _float(0.0, 1.0),
+       "Share of episodes that start from a random state seen earlier as a successor (coverage of rarely reached states)."),
     _F("epsilon", 0.05, EPSILON,
        "Robot epsilon-exploration; a schedule is piecewise-linear in learner updates."),
     # Output and robustness.
@@ -327,7 +333,7 @@ class EmpoConfig(AlgorithmConfig):
             "hidden_sizes": tuple(self.hidden_sizes), "num_humans": spec.num_humans,
             "goal_dim": spec.goal_dim, "x_h_use_network": self.x_h_use_network,
             "u_r_use_network": self.u_r_use_network, "v_r_use_network": self.v_r_use_network,
-            "x_h_floor": self.x_h_floor, "eta": self.eta}
+            "x_h_floor": self.x_h_floor, "neg_q_r_floor": self.neg_q_r_floor}
 
     def empo_env_settings(self) -> dict:
         """What the EnvRunners' envs must record (rllib_empo.env.EnvSettings fields)."""
@@ -338,7 +344,7 @@ class EmpoConfig(AlgorithmConfig):
                 # X_h at successors is needed only when X_h, U_r and V_r are all direct
                 "succ_goals": not (self.x_h_use_network or self.u_r_use_network
                                    or self.v_r_use_network),
-                "gamma_h": self.gamma_h}
+                "gamma_h": self.gamma_h, "exploring_starts": self.exploring_starts}
 
     def table_spec(self):
         """Row shapes of the configured world (builds the world, not the prior)."""

@@ -45,6 +45,7 @@ class EnvSettings:
     max_goals_per_human: int = 16
     succ_goals: bool = False                # record goal tables at successors (direct X_h)
     gamma_h: float = 0.99                   # default discount of the Boltzmann prior
+    exploring_starts: float = 0.0           # share of episodes starting at a seen state
 
     @property
     def mode(self) -> str:
@@ -185,6 +186,11 @@ class EmpoEnv(gym.Env):
         super().reset(seed=seed)
         self._builder.rng = self.np_random
         self.state = self.world.initial_state()
+        seen = self._builder.seen_states
+        if seen and self.np_random.random() < self.settings.exploring_starts:
+            # Model-based targets are expectations under the target policy whatever the
+            # visitation, so starting anywhere only changes which states get trained.
+            self.state = seen[int(self.np_random.integers(len(seen)))]
         self.goals = [self._draw_goal(h) for h in self.humans]
         return self._builder.encode(self.state), {}
 
@@ -207,6 +213,7 @@ class EmpoEnv(gym.Env):
         else:
             out = self._builder.transition(s, a_r, human_actions)
             s2 = out[_draw(np.array([p for p, _ in out]), rng.random())][1]
+            self._builder.remember_states((s2,))
             row = self._builder.row_sampled(s, a_r, s2, self.goals)
         self.state = s2
         terminated = bool(self.world.is_terminal(s2))

@@ -21,22 +21,26 @@ from __future__ import annotations
 
 import torch
 
-# -Q_r is clamped to at least this before the power law (5), so that Q_r = 0 (a terminal
-# successor everywhere) stays defined and equal Q values give exactly the uniform policy.
-NEG_Q_MIN = 1e-10
+# Default lower bound of -Q_r in the power law (5), shared by EmpoConfig.neg_q_r_floor and
+# exact.solve. Q_r = 0 (every successor terminal) stays defined, and values that differ only
+# below the floor give exactly the uniform policy. Real values are >= gamma_r times the
+# probability of a non-terminal successor (V_r <= U_r <= -1 there), so the floor only
+# matters where that probability is below ~1e-3.
+DEFAULT_NEG_Q_R_FLOOR = 1e-3
 # Default lower bound of X_h, shared by EmpoConfig.x_h_floor and exact.solve, so that U_r
 # stays finite when a human has no power left.
 DEFAULT_X_H_FLOOR = 1e-3
 
 
-def power_law_policy(q_r: torch.Tensor, beta_r) -> torch.Tensor:
-    """Eq. (5): pi_r(a|s) ∝ (-Q_r(s,a))^(-beta_r), over the last axis.
+def power_law_policy(q_r: torch.Tensor, beta_r,
+                     neg_q_r_floor: float = DEFAULT_NEG_Q_R_FLOOR) -> torch.Tensor:
+    """Eq. (5): pi_r(a|s) ∝ max(-Q_r(s,a), neg_q_r_floor)^(-beta_r), over the last axis.
 
     Computed as softmax(-beta_r * log(-Q_r)), which cannot overflow for any beta_r >= 0
     (1e6 included) and gives exactly the uniform policy for beta_r = 0 or tied Q values.
     ``beta_r`` is a float or a tensor broadcastable to ``q_r[..., :1]``.
     """
-    log_neg_q = torch.log((-q_r).clamp_min(NEG_Q_MIN))
+    log_neg_q = torch.log((-q_r).clamp_min(neg_q_r_floor))
     return torch.softmax(-beta_r * log_neg_q, dim=-1)
 
 

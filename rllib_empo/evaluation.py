@@ -83,7 +83,7 @@ def values(algo, states, need=("q_r", "pi_r", "x_h", "u_r", "v_r")) -> dict:
     with torch.no_grad():
         obs = an.obs(states)
         q = m.q_r_values(obs)
-        pi = eq.power_law_policy(q, cfg.beta_r)
+        pi = eq.power_law_policy(q, cfg.beta_r, cfg.neg_q_r_floor)
         out["q_r"], out["pi_r"] = q, pi
         if {"x_h", "u_r", "v_r"} & set(need):
             if "x_h" in m.network_names:
@@ -156,7 +156,8 @@ def exact_solution_for(algo):
         prior = prior_from_env_config(world, cfg.env_config, cfg.gamma_h)
         algo._exact = solve(world, prior, beta_r=cfg.beta_r, gamma_h=cfg.gamma_h,
                             gamma_r=cfg.gamma_r, zeta=cfg.zeta, xi=cfg.xi, eta=cfg.eta,
-                            x_h_floor=cfg.x_h_floor, max_states=200_000)
+                            x_h_floor=cfg.x_h_floor, neg_q_r_floor=cfg.neg_q_r_floor,
+                            max_states=200_000)
     return algo._exact
 
 

@@ -28,7 +28,7 @@ from rllib_empo.statespace import StateGraph
 _LETTERS = "abcdefghijklmnop"
 
 
-def _check_params(beta_r, gamma_h, gamma_r, zeta, xi, eta, x_h_floor):
+def _check_params(beta_r, gamma_h, gamma_r, zeta, xi, eta, x_h_floor, neg_q_r_floor):
     if not beta_r >= 0:
         raise ValueError(f"beta_r must be >= 0, got {beta_r}")
     for name, v in (("gamma_h", gamma_h), ("gamma_r", gamma_r)):
@@ -39,6 +39,8 @@ def _check_params(beta_r, gamma_h, gamma_r, zeta, xi, eta, x_h_floor):
             raise ValueError(f"{name} must be >= 1, got {v}")
     if not 0 < x_h_floor < 1:
         raise ValueError(f"x_h_floor must be in (0, 1), got {x_h_floor}")
+    if not 0 < neg_q_r_floor < 1:
+        raise ValueError(f"neg_q_r_floor must be in (0, 1), got {neg_q_r_floor}")
 
 
 class _StateMap(Mapping):
@@ -138,6 +140,7 @@ def prior_table(prior, graph: StateGraph, h: int, goals: list) -> np.ndarray:
 
 def solve(world, prior, *, beta_r: float, gamma_h: float, gamma_r: float, zeta: float,
           xi: float, eta: float, x_h_floor: float = eq.DEFAULT_X_H_FLOOR,
+          neg_q_r_floor: float = eq.DEFAULT_NEG_Q_R_FLOOR,
           graph: StateGraph | None = None, max_states: int | None = None,
           verbose: bool = False) -> ExactSolution:
     """Solve EMPO phase 2 exactly on ``world`` with human prior ``prior``.
@@ -145,7 +148,7 @@ def solve(world, prior, *, beta_r: float, gamma_h: float, gamma_r: float, zeta: 
     Reuses ``prior.graph`` (a BoltzmannHumanPrior's enumeration of the same world) when given.
     Raises WorldProtocolError for a cyclic world or one with more than ``max_states`` states.
     """
-    _check_params(beta_r, gamma_h, gamma_r, zeta, xi, eta, x_h_floor)
+    _check_params(beta_r, gamma_h, gamma_r, zeta, xi, eta, x_h_floor, neg_q_r_floor)
     t0 = time.perf_counter()
     if graph is None:
         pg = getattr(prior, "graph", None)
@@ -179,7 +182,7 @@ def solve(world, prior, *, beta_r: float, gamma_h: float, gamma_r: float, zeta: 
         ops = [EV] + [pibar[h][level] for h in humans]
         subs = ["z" + agents] + ["z" + L[h] for h in humans]
         q = gamma_r * np.einsum(",".join(subs) + "->z" + robots_rev, *ops).reshape(n, Ar)
-        pi = eq.power_law_policy(t(q), beta_r)                           # (5)
+        pi = eq.power_law_policy(t(q), beta_r, neg_q_r_floor)            # (5)
         pi_axes = pi.numpy().reshape((n,) + (A,) * len(robots))
         for i, h in enumerate(humans):                                  # (6)
             cont = np.where(ach[h], 1.0, np.where(term, 0.0, gamma_h * V_HE[h]))
@@ -198,7 +201,7 @@ def solve(world, prior, *, beta_r: float, gamma_h: float, gamma_r: float, zeta: 
         V_R[level] = eq.v_r_from(u, pi, t(q)).numpy()                     # (9)
 
     params = dict(beta_r=beta_r, gamma_h=gamma_h, gamma_r=gamma_r, zeta=zeta, xi=xi, eta=eta,
-                  x_h_floor=x_h_floor)
+                  x_h_floor=x_h_floor, neg_q_r_floor=neg_q_r_floor)
     sol = ExactSolution(graph, Q, PI, V_R, U_R, X_H, V_HE, params, time.perf_counter() - t0)
     if verbose:
         print(sol.summary())

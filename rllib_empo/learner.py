@@ -19,7 +19,7 @@ from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.utils import update_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 
-from rllib_empo.targets import Theory, compute_targets, loss_masks, masked_mse
+from rllib_empo.targets import Theory, compute_targets, loss_masks, value_loss
 
 EMPO_KEY = "empo"
 
@@ -59,7 +59,8 @@ class EmpoTorchLearner(TorchLearner):
         module = self.module[module_id].unwrapped()
         targets = compute_targets(module, batch, self._active, self._beta_r, self._theory)
         masks = loss_masks(batch)
-        losses = {n: masked_mse(fwd_out[n], targets[n], masks.get(n)) for n in self._active}
+        losses = {n: value_loss(n, fwd_out[n], targets[n], masks.get(n), config.value_loss)
+                  for n in self._active}
         if not losses:
             return torch.zeros((), device=batch["obs"].device)
         total = sum(losses.values())

@@ -5,11 +5,16 @@ enforced by their heads:
 
 | name   | input                    | output                     | head                           |
 |--------|--------------------------|----------------------------|--------------------------------|
-| q_r    | obs                      | Q_r(s, .) <= 0, [A_r]      | -softplus                      |
+| q_r    | obs                      | Q_r(s, .) < 0, [A_r]       | -exp(z)                        |
 | v_h_e  | obs, goal, one-hot human | 0 <= V_h^e(s, g) <= 1      | sigmoid                        |
-| x_h    | obs                      | x_h_floor <= X_h(s) <= 1,[H]| floor + (1 - floor) * sigmoid |
-| u_r    | obs                      | U_r(s) = -y^eta, y >= 1    | y = 1 + softplus               |
-| v_r    | obs                      | V_r(s) <= 0                | -softplus                      |
+| x_h    | obs                      | x_h_floor <= X_h(s) <= 1,[H]| floor ** sigmoid(z)           |
+| u_r    | obs                      | U_r(s) <= -1               | -exp(softplus(z))              |
+| v_r    | obs                      | V_r(s) < 0                 | -exp(z)                        |
+
+The negative-valued networks output z = log(-value), and X_h lives on a log scale between
+its floor and 1: these values span orders of magnitude (U_r = -X_h^(-xi*eta) reaches
+-x_h_floor^(-xi*eta) when a human has no power left), the power law (5) depends on Q_r only
+through log(-Q_r), and the learner can regress in log space (``value_loss``).
 
 EnvRunners build the module with ``inference_only=True`` and keep only ``q_r``
 (InferenceOnlyAPI). Their policy is pi_r ∝ (-Q_r)^(-beta_r) mixed with epsilon-uniform
@@ -34,6 +39,7 @@ from rllib_empo import equations as eq
 
 NETWORKS = ("v_h_e", "x_h", "u_r", "q_r", "v_r")
 TARGET_PREFIX = "target_"
+LOG_RANGE = 30.0   # |log(-value)| bound of the negative heads: keeps exp() finite in float32
 
 
 def mlp(in_dim: int, out_dim: int, hidden: tuple[int, ...]) -> nn.Sequential:
@@ -63,7 +69,7 @@ class GoalValueNet(nn.Module):
 
 class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
     """model_config keys: hidden_sizes, num_humans, goal_dim, x_h_use_network,
-    u_r_use_network, v_r_use_network, x_h_floor, eta (filled in by EmpoConfig)."""
+    u_r_use_network, v_r_use_network, x_h_floor, neg_q_r_floor (filled in by EmpoConfig)."""
 
     def setup(self):
         mc = self.model_config
@@ -72,7 +78,7 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         self.num_robot_actions = int(self.action_space.n)
         self.num_humans = int(mc.get("num_humans", 1))
         self.x_h_floor = float(mc.get("x_h_floor", eq.DEFAULT_X_H_FLOOR))
-        self.eta = float(mc.get("eta", 1.1))
+        self.neg_q_r_floor = float(mc.get("neg_q_r_floor", eq.DEFAULT_NEG_Q_R_FLOOR))
         self.q_r = mlp(obs_dim, self.num_robot_actions, hidden)
         self.v_h_e = GoalValueNet(obs_dim, int(mc.get("goal_dim", 1)) + self.num_humans, hidden)
         if mc.get("x_h_use_network", True):
@@ -98,20 +104,21 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
 
     # ---- value heads (output ranges of the docstring table) -----------------------------
     def q_r_values(self, obs, target: bool = False):
-        return -F.softplus(self.net("q_r", target)(obs))
+        return -torch.exp(self.net("q_r", target)(obs).clamp(-LOG_RANGE, LOG_RANGE))
 
     def v_h_e_values(self, obs, goal_and_human, target: bool = False):
         return torch.sigmoid(self.net("v_h_e", target)(obs, goal_and_human))
 
     def x_h_values(self, obs, target: bool = False):
-        return self.x_h_floor + (1.0 - self.x_h_floor) * torch.sigmoid(
-            self.net("x_h", target)(obs))
+        log_floor = torch.log(torch.tensor(self.x_h_floor))
+        return torch.exp(log_floor * torch.sigmoid(self.net("x_h", target)(obs)))
 
     def u_r_values(self, obs, target: bool = False):
-        return -(1.0 + F.softplus(self.net("u_r", target)(obs).squeeze(-1))).pow(self.eta)
+        z = self.net("u_r", target)(obs).squeeze(-1)
+        return -torch.exp(F.softplus(z).clamp_max(LOG_RANGE))
 
     def v_r_values(self, obs, target: bool = False):
-        return -F.softplus(self.net("v_r", target)(obs).squeeze(-1))
+        return -torch.exp(self.net("v_r", target)(obs).squeeze(-1).clamp(-LOG_RANGE, LOG_RANGE))
 
     def goal_inputs(self, goal: torch.Tensor) -> torch.Tensor:
         """Append each human's one-hot id to goal encodings shaped [..., H, M, Dg]."""
@@ -122,7 +129,7 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
 
     # ---- RLModule forward passes --------------------------------------------------------
     def _policy(self, obs: torch.Tensor, epsilon: float) -> torch.Tensor:
-        pi = eq.power_law_policy(self.q_r_values(obs), self.beta_r)
+        pi = eq.power_law_policy(self.q_r_values(obs), self.beta_r, self.neg_q_r_floor)
         return eq.epsilon_mix(pi, epsilon) if epsilon > 0 else pi
 
     def _act(self, batch: dict, epsilon: float) -> dict[str, Any]:

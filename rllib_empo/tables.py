@@ -95,6 +95,9 @@ class TableBuilder:
         self._goal_cache: dict = {}     # state -> (enc [H,G,Dg], w [H,G], goals per human)
         self._row_cache: dict = {}      # state -> row (mode "sum")
         self._obs_cache: dict = {}
+        # Non-terminal states met as successors, for exploring starts (bounded like the caches).
+        self.seen_states: list = []
+        self._seen: set = set()
         if num_robot_actions(world) != spec.num_robot_actions:
             raise WorldProtocolError("TableSpec does not match the world's robot actions")
 
@@ -170,6 +173,7 @@ class TableBuilder:
         P = np.zeros((Ar, len(profiles), K))
         for a_r, j, k, p in entries:
             P[a_r, j, k] += p
+        self.remember_states(succ)
         out = (succ, P)
         self._remember(self._succ_cache, key, out)
         return out
@@ -183,6 +187,13 @@ class TableBuilder:
                                       joint_action(self.world, robot_action, human_actions))
             self._remember(self._succ_cache, key, out)
         return out
+
+    def remember_states(self, states) -> None:
+        for s in states:
+            if s not in self._seen and len(self._seen) < self.cache_size \
+                    and not self.world.is_terminal(s):
+                self._seen.add(s)
+                self.seen_states.append(s)
 
     def _succ_arrays(self, succ):
         K, D = self.spec.max_successors, self.spec.obs_dim

@@ -31,10 +31,15 @@ class Theory:
     xi: float
     eta: float
     x_h_floor: float
+    neg_q_r_floor: float
 
     @classmethod
     def from_config(cls, cfg) -> "Theory":
-        return cls(cfg.gamma_h, cfg.gamma_r, cfg.zeta, cfg.xi, cfg.eta, cfg.x_h_floor)
+        return cls(cfg.gamma_h, cfg.gamma_r, cfg.zeta, cfg.xi, cfg.eta, cfg.x_h_floor,
+                   cfg.neg_q_r_floor)
+
+    def policy(self, q_r, beta_r):
+        return eq.power_law_policy(q_r, beta_r, self.neg_q_r_floor)
 
 
 def x_h_at(module, obs, goal_enc, goal_w, th: Theory):
@@ -58,7 +63,7 @@ def v_r_at(module, obs, goal_enc, goal_w, beta_r, th: Theory):
     if "v_r" in module.network_names:
         return module.v_r_values(obs, target=True)
     q = module.q_r_values(obs, target=True)
-    pi = eq.power_law_policy(q, beta_r)
+    pi = th.policy(q, beta_r)
     return eq.v_r_from(u_r_at(module, obs, goal_enc, goal_w, th), pi, q)
 
 
@@ -73,7 +78,7 @@ def compute_targets(module, batch: dict, networks, beta_r: float, th: Theory) ->
         pi_s = None
         if {"v_h_e", "v_r"} & set(networks):
             q_s = module.q_r_values(obs, target=True)
-            pi_s = eq.power_law_policy(q_s, beta_r)
+            pi_s = th.policy(q_s, beta_r)
         if "v_h_e" in networks:
             goal = module.goal_inputs(batch["vhe_goal"])                   # [B, H, M, Dg+H]
             succ = batch["succ_obs"][:, None, None, :, :]                  # [B, 1, 1, K, D]
@@ -106,6 +111,28 @@ def loss_masks(batch: dict) -> dict:
     non-padding goals."""
     return {"q_r": (batch["probs"].sum(-1) > 0).to(batch["probs"].dtype),
             "v_h_e": batch["vhe_mask"]}
+
+
+# Networks whose values span orders of magnitude: Q_r, U_r, V_r (negative) and X_h
+# (positive, between x_h_floor and 1).
+LOG_SPACE_NETWORKS = ("q_r", "u_r", "v_r", "x_h")
+# Targets below this magnitude are regressed as this (log 0 is -inf). It lies well below any
+# neg_q_r_floor, so Q_r values learned for "every successor terminal" (target 0) fall under
+# the policy's floor and give exactly the uniform policy there, as in the exact solution.
+LOG_TARGET_FLOOR = 1e-6
+
+
+def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space: str):
+    """MSE of ``name``'s prediction; in ``space == "log"`` the MSE of log|value| for the
+    networks in LOG_SPACE_NETWORKS, i.e. of relative errors, which is what U_r (8) and the
+    power law (5) are sensitive to.
+    Unbiased when the targets are exact expectations (model-based targets); with sampled
+    targets use ``space == "mse"``."""
+    if space == "log" and name in LOG_SPACE_NETWORKS:
+        sign = 1.0 if name == "x_h" else -1.0
+        pred = torch.log(sign * pred)
+        target = torch.log((sign * target).clamp_min(LOG_TARGET_FLOOR))
+    return masked_mse(pred, target, mask)
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):

@@ -19,6 +19,7 @@ Robots are agents ``0..R-1``, humans ``R..R+H-1``. Every human has the same five
 the four corners and the centre (5,5), with uniform weights. Movement rules are those of
 ``grid.py``: agents move in agent-id order; a move into a wall or into a cell another agent
 occupies at that moment fails. Deterministic. State: ``(steps_left, agent cells...)``.
+``default_prior`` is "heuristic": the exact phase-1 prior would need every state.
 
 Why it has more than 10^6 reachable states (do not enumerate them). The room has 69 floor
 cells, so three agents alone have 69*68*67 = 314,364 placements, and with time in the state

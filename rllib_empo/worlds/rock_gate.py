@@ -23,8 +23,9 @@ phase-1 prior) still values the outside once the rock is gone.
 
 Goals of the human (uniform weights): (3,3) in the pocket and (3,1), (1,1), (6,1) outside.
 A human left behind the rock can only ever achieve the first; once the gate is free (step
-3 at the earliest) the human can be on (3,1) by step 5, (1,1) by step 7 and (6,1) by step 8,
-within the default horizon of 10. A robot that softly maximises human power therefore
+3 at the earliest; the human can step into the gate in that same step, as the robot moves
+first) the human can be on (3,1) by step 4, (1,1) by step 6 and (6,1) by step 7, within the
+default horizon of 10. A robot that softly maximises human power therefore
 walks to the rock and pushes it out of the gate: under the exact solution (beta_r=10,
 gamma_h=gamma_r=0.99, zeta=2, xi=1, eta=1.1) with the Boltzmann prior (beta_h=10) the rock
 is out of the gate at the end of 98% of episodes (goals drawn uniformly). With a uniformly
