@@ -31,6 +31,7 @@ from rllib_empo.config import EmpoConfig
 from rllib_empo.learner import EMPO_KEY
 from rllib_empo.schedule import NETWORKS
 from rllib_empo import evaluation
+from rllib_empo import runner_state  # ecosystem: EnvRunner snapshots in checkpoints
 
 
 class Empo(Algorithm):
@@ -66,6 +67,7 @@ class Empo(Algorithm):
 
         transitions = 0
         updated = False
+        self._update_stats = {}        # loss/prediction/target of this iteration's last update
         starts = cfg.effective_learning_starts
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
             for _ in range(cfg.updates_per_iteration):
@@ -116,6 +118,10 @@ class Empo(Algorithm):
                                   env_steps=self.config.total_train_batch_size),
             timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: st["num_env_steps"], EMPO_KEY: info})
         self.metrics.aggregate(result, key=LEARNER_RESULTS)
+        for res in result:
+            for key, stat in res.get(DEFAULT_MODULE_ID, {}).items():
+                if key.startswith(("loss_", "prediction_", "target_")):
+                    self._update_stats[key] = float(stat.peek() if hasattr(stat, "peek") else stat)
         for name in info["sync"]:
             st["last_sync"][name] = t + 1
         st["num_updates"] = t + 1
@@ -166,14 +172,10 @@ class Empo(Algorithm):
         log(("Buffer", "size"), len(self.buffer), reduce="item")
         log(("Buffer", "num_added"), self.buffer.num_added, reduce="item")
         log(("Buffer", "bytes_per_row"), self.buffer.bytes_per_row, reduce="item")
-        if updated:
-            for n in sorted(sch.active_networks(max(t - 1, 0))):
-                for group, stat in (("Loss", "loss"), ("Prediction", "prediction"),
-                                    ("Target", "target")):
-                    v = self.metrics.peek((LEARNER_RESULTS, DEFAULT_MODULE_ID, f"{stat}_{n}"),
-                                          default=None)
-                    if v is not None:
-                        log((group, n), float(v), reduce="item")
+        groups = {"loss": "Loss", "prediction": "Prediction", "target": "Target"}
+        for key, value in (self._update_stats if updated else {}).items():
+            stat, net = key.split("_", 1)
+            log((groups[stat], net), value, reduce="item")
 
     def _log_exact_fidelity(self) -> None:
         report = evaluation.exact_fidelity(self)
@@ -195,6 +197,10 @@ class Empo(Algorithm):
         if self._check_component("empo_counters", components, not_components):
             state["empo_counters"] = copy.deepcopy(self._empo)
             state["empo_rng"] = copy.deepcopy(self._rng.bit_generator.state)
+        # --- ecosystem: EnvRunners' sampling state (rllib_empo.runner_state) ---
+        if self._check_component("empo_env_runners", components, not_components):
+            state["empo_env_runners"] = runner_state.capture_all(self)
+        # --- end ecosystem ---
         if self.config.checkpoint_replay_buffer and self._check_component(
                 "empo_replay_buffer", components, not_components):
             state["empo_replay_buffer"] = self.buffer.get_state()
@@ -209,3 +215,10 @@ class Empo(Algorithm):
             self.buffer.set_state(state["empo_replay_buffer"])
         self._analysis = None
         self._push_exploration()       # plain module attributes are not in checkpoints
+        # --- ecosystem: EnvRunners' sampling state; TensorBoard writers reopen ---
+        if state.get("empo_env_runners"):
+            runner_state.restore_all(self, state["empo_env_runners"])
+        for callback in getattr(self, "callbacks", None) or ():
+            if hasattr(callback, "on_empo_state_restored"):
+                callback.on_empo_state_restored(algorithm=self)
+        # --- end ecosystem ---

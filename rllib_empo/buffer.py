@@ -47,7 +47,7 @@ class TransitionBuffer:
         if len(n) != 1:
             raise ValueError(f"columns have different row counts: "
                              f"{ {k: len(v) for k, v in rows.items()} }")
-        n = n.pop()
+        n = n_in = n.pop()
         if self._cols is None:
             self._allocate(rows)
         if set(rows) != set(self._cols):
@@ -65,7 +65,7 @@ class TransitionBuffer:
             self._cols[k][idx] = v
         self._pos = int((self._pos + n) % self.capacity)
         self._size = min(self._size + n, self.capacity)
-        self.num_added += n
+        self.num_added += n_in
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if self._size == 0:

@@ -148,7 +148,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("neg_q_r_floor", DEFAULT_NEG_Q_R_FLOOR, _float(0.0, 1.0, lo_open=True, hi_open=True),
        "Lower bound of -Q_r in the power law (5) (Q_r = 0 where every successor is terminal); shared with the exact solver."),
     _F("value_loss", "log", _choice("log", "mse"),
-       "Loss of q_r, u_r, v_r, x_h: MSE of log|value| (relative errors; for model-based targets) or plain MSE."),
+       "'log': MSE of log|value| for q_r, u_r, v_r, x_h (relative errors) and cross-entropy for v_h_e; 'mse': plain MSE everywhere."),
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
     _F("updates_per_iteration", 8, _POS, "Learner updates per training_step()."),
@@ -234,6 +234,10 @@ class EmpoConfig(AlgorithmConfig):
         self.rollout_fragment_length = 50
         from rllib_empo.runner import EmpoEnvRunner
         self.env_runner_cls = EmpoEnvRunner
+        # --- ecosystem: TensorBoard scalars (rllib_empo.callbacks) ---
+        from rllib_empo.callbacks import EmpoCallbacks
+        self.callbacks_class = EmpoCallbacks
+        # --- end ecosystem ---
         # EMPO fields (tuples are immutable, so sharing the defaults is safe).
         for f in FIELDS:
             setattr(self, f.name, f.default)

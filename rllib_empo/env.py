@@ -187,7 +187,8 @@ class EmpoEnv(gym.Env):
         self._builder.rng = self.np_random
         self.state = self.world.initial_state()
         seen = self._builder.seen_states
-        if seen and self.np_random.random() < self.settings.exploring_starts:
+        if seen and self.settings.exploring_starts > 0 \
+                and self.np_random.random() < self.settings.exploring_starts:
             # Model-based targets are expectations under the target policy whatever the
             # visitation, so starting anywhere only changes which states get trained.
             self.state = seen[int(self.np_random.integers(len(seen)))]

@@ -111,7 +111,8 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
 
     def x_h_values(self, obs, target: bool = False):
         log_floor = torch.log(torch.tensor(self.x_h_floor))
-        return torch.exp(log_floor * torch.sigmoid(self.net("x_h", target)(obs)))
+        x = torch.exp(log_floor * torch.sigmoid(self.net("x_h", target)(obs)))
+        return x.clamp(self.x_h_floor, 1.0)   # exp(log(floor)) may round below the floor
 
     def u_r_values(self, obs, target: bool = False):
         z = self.net("u_r", target)(obs).squeeze(-1)

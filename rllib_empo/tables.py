@@ -254,8 +254,8 @@ class TableBuilder:
                "goal_enc": enc, "goal_w": w}
         if self.spec.succ_goals:
             self._succ_goal_tables(row, succ)
-        if all(len(g) <= G for g in goals) and len(self._row_cache) < self.cache_size:
-            self._row_cache[state] = row
+        if state in self._goal_cache:       # goals were not subsampled: the row is reusable
+            self._remember(self._row_cache, state, row)
         return row
 
     def _held_goal_rows(self, held_goals, succ, probs):

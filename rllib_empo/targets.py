@@ -125,9 +125,15 @@ LOG_TARGET_FLOOR = 1e-6
 def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space: str):
     """MSE of ``name``'s prediction; in ``space == "log"`` the MSE of log|value| for the
     networks in LOG_SPACE_NETWORKS, i.e. of relative errors, which is what U_r (8) and the
-    power law (5) are sensitive to.
+    power law (5) are sensitive to, and cross-entropy for V_h^e.
     Unbiased when the targets are exact expectations (model-based targets); with sampled
     targets use ``space == "mse"``."""
+    if space == "log" and name == "v_h_e":
+        # Binary cross-entropy with soft targets: a proper scoring rule whose gradient does
+        # not vanish near 0 and 1, where X_h = sum w V^zeta needs V_h^e most precisely.
+        p = pred.clamp(1e-7, 1 - 1e-7)
+        ce = -(target * torch.log(p) + (1 - target) * torch.log1p(-p))
+        return masked_mean(ce, mask)
     if space == "log" and name in LOG_SPACE_NETWORKS:
         sign = 1.0 if name == "x_h" else -1.0
         pred = torch.log(sign * pred)
@@ -136,7 +142,10 @@ def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space:
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):
-    err = (pred - target) ** 2
+    return masked_mean((pred - target) ** 2, mask)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor | None):
     if mask is None:
-        return err.mean()
-    return (err * mask).sum() / mask.sum().clamp_min(1.0)
+        return x.mean()
+    return (x * mask).sum() / mask.sum().clamp_min(1.0)
