@@ -34,6 +34,29 @@ from rllib_empo import evaluation
 from rllib_empo import runner_state  # ecosystem: EnvRunner snapshots in checkpoints
 
 
+# Every scalar Empo logs into a train() result (README "Metrics" is generated from this and
+# tests/test_docs.py checks it against a real result). <net> is each existing network.
+METRICS = (
+    ("Warmup/stage", "warm-up stage id 0-6 at the end of the iteration (skipped stages keep their ids)"),
+    ("Warmup/stage_transition", "1.0 in an iteration in which the stage changed, else 0.0"),
+    ("Warmup/effective_beta_r", "beta_r of the current step (0 in warm-up, ramped, then nominal)"),
+    ("Warmup/is_warmup", "1.0 before the ramp starts (steps < E4)"),
+    ("Warmup/is_rampup", "1.0 during the beta_r ramp"),
+    ("Warmup/active_networks_mask", "bit i set when network i of (v_h_e, x_h, u_r, q_r, v_r) is trained"),
+    ("Warmup/num_updates", "learner updates so far (the schedule's step)"),
+    ("Warmup/num_buffer_clears", "replay-buffer clears so far"),
+    ("Warmup/epsilon", "the robot's epsilon-exploration on the EnvRunners"),
+    ("LearningRate/<net>", "learning rate of the last update"),
+    ("Loss/<net>", "loss of the last update (iterations with an update, active networks)"),
+    ("Prediction/<net>", "mean prediction of the last update's batch"),
+    ("Target/<net>", "mean target of the last update's batch"),
+    ("Buffer/size", "rows in the replay buffer"),
+    ("Buffer/num_added", "rows ever added"),
+    ("Buffer/bytes_per_row", "bytes one row (one env step's successor table) occupies"),
+    ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...)"),
+)
+
+
 class Empo(Algorithm):
     @classmethod
     def get_default_config(cls) -> EmpoConfig:

@@ -1,0 +1,36 @@
+"""The README's generated sections equal what the code generates, and the metrics table
+lists exactly the metrics a real run logs."""
+from pathlib import Path
+
+from rllib_empo import docs
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_sections_match_the_code():
+    assert docs.update(README, check=True) == [], \
+        "README is out of date: run `python -m rllib_empo.docs`"
+
+
+def test_metrics_table_matches_a_real_result(ray_session):
+    from conftest import small_config
+    from rllib_empo.algorithm import METRICS
+    algo = small_config(exact_eval_interval=1).build_algo()
+    try:
+        result = {}
+        for _ in range(8):
+            result = algo.train()
+    finally:
+        algo.stop()
+    groups = {name.split("/")[0] for name, _ in METRICS}
+    logged = {f"{g}/{k}" for g in groups if isinstance(result.get(g), dict) for k in result[g]}
+    nets = sorted(algo.schedule.existing_networks)
+    documented = set()
+    for name, _ in METRICS:
+        if name.endswith("/<net>"):
+            documented |= {name.replace("<net>", n) for n in nets}
+        elif name.endswith("/<figure>"):
+            documented |= {k for k in logged if k.startswith("Exact/")}
+        else:
+            documented.add(name)
+    assert logged == documented
