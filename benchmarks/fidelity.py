@@ -31,7 +31,8 @@ def fidelity_config(seed: int = 0, budget_s: float = 300.0, **overrides):
     learning test)."""
     from rllib_empo import EmpoConfig
     training = dict(beta_r=10.0, gamma_r=1.0, gamma_h=0.99, zeta=2.0, xi=1.0, eta=1.1,
-                    hidden_sizes=(128, 128), updates_per_iteration=32, exploring_starts=0.5,
+                    hidden_sizes={"q_r": (256, 256), "v_h_e": (128, 128), "x_h": (128, 128)},
+                    updates_per_iteration=32, exploring_starts=0.5,
                     # the planned run length, for lr_constant_fraction: ~200 updates/s here
                     num_training_steps=int(200 * budget_s), lr_constant_fraction=0.4,
                     constant_lr_then_1_over_t=True)

@@ -46,9 +46,9 @@ def main(argv=None) -> None:
     p.add_argument("--world", default="rock_gate", choices=sorted(ENV_IDS))
     args = p.parse_args(argv)
 
-    if args.address:
-        ray.init(address=args.address)
-    elif not ray.is_initialized():
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=args.address)             # None: the RAY_ADDRESS cluster
+    else:
         # Logical CPUs: one per EnvRunner plus the driver, even on a smaller machine.
         ray.init(num_cpus=args.num_env_runners + 1, include_dashboard=False)
     print(f"cluster: {len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs")

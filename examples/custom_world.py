@@ -3,8 +3,10 @@
 The world (``DoorWorld``): a human walks on a line of four cells ``0 1 | 2 3`` with a door
 between cells 1 and 2. The human starts on cell 1 and wants to reach cell 0 or cell 3 (equal
 weights); each move fails with probability 0.1. The robot does not move: it opens the door,
-closes it, or does nothing. A robot that softly maximises the human's power opens the door,
-since only then can the human reach either goal.
+closes it, or does nothing. A robot that softly maximises the human's power prefers opening
+the door, since only then can the human reach both goals. The preference is mild (exact
+pi_r at the start: 0.36 for "open", 0.32 for each of the others), because the robot can
+still open the door one step later.
 
 Two ways to train on a custom world:
 

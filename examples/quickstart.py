@@ -15,14 +15,14 @@ from rllib_empo import EmpoConfig
 from rllib_empo.evaluation import compare_to_exact, exact_solution_for
 
 fast = os.environ.get("RLLIB_EMPO_FAST") == "1"     # CI: a short run
-n = 20 if fast else 200                              # learner updates per warm-up stage
+n = 10 if fast else 200                              # learner updates per warm-up stage
 config = (EmpoConfig()
           .environment("rllib_empo/RockGate-v0")
           .training(beta_r=10.0, warmup_v_h_e_steps=n, warmup_x_h_steps=n,
                     warmup_q_r_steps=n, beta_r_rampup_steps=2 * n)
           .debugging(seed=0))
 algo = config.build_algo()
-for i in range(30 if fast else 600):
+for i in range(20 if fast else 600):
     result = algo.train()
     w = result["Warmup"]
     if w["stage_transition"] or i % 100 == 0:

@@ -72,9 +72,9 @@ def main(argv=None) -> None:
     parser.add_argument("--address", default=None, help="existing Ray cluster (default: local)")
     args = parser.parse_args(argv)
     fast = os.environ.get("RLLIB_EMPO_FAST") == "1"
-    if args.address:
-        ray.init(address=args.address)
-    elif not ray.is_initialized():
+    if args.address or os.environ.get("RAY_ADDRESS"):
+        ray.init(address=args.address)             # None: the RAY_ADDRESS cluster
+    else:
         ray.init(num_cpus=2, include_dashboard=False)
 
     param_space, iterations = search_space(fast)

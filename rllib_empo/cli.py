@@ -134,9 +134,11 @@ def _add_field_args(p, names=None) -> None:
     for f in FIELDS:
         if names is not None and f.name not in names:
             continue
+        extra = dict(nargs="?", const=True, metavar="BOOL") if isinstance(f.default, bool) \
+            else dict(metavar="V")
         g.add_argument(_flag(f.name), dest=f"field_{f.name}", type=_field_parser(f),
-                       default=None, metavar="V",
-                       help=f"{f.doc} Default {f.default!r}.".replace("%", "%%"))
+                       default=None, help=f"{f.doc} Default {f.default!r}.".replace("%", "%%"),
+                       **extra)
 
 
 def _add_ray_args(p) -> None:

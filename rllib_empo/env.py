@@ -25,7 +25,7 @@ import numpy as np
 
 from rllib_empo.humans import BoltzmannHumanPrior, HeuristicHumanPrior, UniformHumanPrior
 from rllib_empo.tables import TableBuilder, TableSpec
-from rllib_empo.world import check_goals, check_world, joint_action, num_robot_actions, world_name
+from rllib_empo.world import check_goals, check_world, num_robot_actions, world_name
 from rllib_empo.worlds import WORLDS, make_world
 
 ENV_IDS = {"corridor": "rllib_empo/Corridor-v0", "rock_gate": "rllib_empo/RockGate-v0",

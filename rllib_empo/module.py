@@ -68,25 +68,27 @@ class GoalValueNet(nn.Module):
 
 
 class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
-    """model_config keys: hidden_sizes, num_humans, goal_dim, x_h_use_network,
+    """model_config keys: hidden_sizes (sizes, or {network: sizes}), num_humans, goal_dim, x_h_use_network,
     u_r_use_network, v_r_use_network, x_h_floor, neg_q_r_floor (filled in by EmpoConfig)."""
 
     def setup(self):
         mc = self.model_config
-        hidden = tuple(mc.get("hidden_sizes", (64, 64)))
+        hs = mc.get("hidden_sizes", (64, 64))
+        hidden = (lambda n: tuple(hs[n])) if isinstance(hs, dict) else (lambda n: tuple(hs))
         obs_dim = int(self.observation_space.shape[0])
         self.num_robot_actions = int(self.action_space.n)
         self.num_humans = int(mc.get("num_humans", 1))
         self.x_h_floor = float(mc.get("x_h_floor", eq.DEFAULT_X_H_FLOOR))
         self.neg_q_r_floor = float(mc.get("neg_q_r_floor", eq.DEFAULT_NEG_Q_R_FLOOR))
-        self.q_r = mlp(obs_dim, self.num_robot_actions, hidden)
-        self.v_h_e = GoalValueNet(obs_dim, int(mc.get("goal_dim", 1)) + self.num_humans, hidden)
+        self.q_r = mlp(obs_dim, self.num_robot_actions, hidden("q_r"))
+        self.v_h_e = GoalValueNet(obs_dim, int(mc.get("goal_dim", 1)) + self.num_humans,
+                                  hidden("v_h_e"))
         if mc.get("x_h_use_network", True):
-            self.x_h = mlp(obs_dim, self.num_humans, hidden)
+            self.x_h = mlp(obs_dim, self.num_humans, hidden("x_h"))
         if mc.get("u_r_use_network", False):
-            self.u_r = mlp(obs_dim, 1, hidden)
+            self.u_r = mlp(obs_dim, 1, hidden("u_r"))
         if mc.get("v_r_use_network", False):
-            self.v_r = mlp(obs_dim, 1, hidden)
+            self.v_r = mlp(obs_dim, 1, hidden("v_r"))
         # Plain attributes (not buffers), pushed by the driver; see the module docstring.
         self.beta_r = 0.0
         self.epsilon = 0.0

@@ -207,18 +207,22 @@ def plot_value_heatmap(algo, states, path, *, quantity: str = "x_h", human: int 
     vmin, vmax = float(finite.min()), float(finite.max())
     if vmax - vmin < 1e-12:
         vmin, vmax = vmin - 0.5, vmax + 0.5
+    from matplotlib.colors import Normalize, SymLogNorm
+    # V_r spans orders of magnitude (U_r ~ -X_h^(-xi*eta) near the X_h floor): log colours
+    norm = (SymLogNorm(linthresh=1.0, vmin=vmin, vmax=vmax) if quantity == "v_r"
+            else Normalize(vmin=vmin, vmax=vmax))
     label = f"X_h (human {list(world.human_agent_indices)[human]})" if quantity == "x_h" else "V_r"
     fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps) + 1.2, 3.4), squeeze=False,
                              layout="constrained")
     cmap = plt.get_cmap("viridis").copy()
     cmap.set_bad("#d9d9d9")
     for ax, (name, grid) in zip(axes[0], maps):
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, vmin=vmin, vmax=vmax,
-                       origin="upper", interpolation="nearest")
+        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="upper",
+                       interpolation="nearest")
         for (y, x), v in np.ndenumerate(grid):
             if np.isfinite(v):
                 ax.text(x, y, f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}", ha="center",
-                        va="center", fontsize=7, color="w" if v < (vmin + vmax) / 2 else "k")
+                        va="center", fontsize=7, color="w" if norm(v) < 0.5 else "k")
         ax.set_title(f"{name} {label}")
         ax.set_xticks(range(grid.shape[1]))
         ax.set_yticks(range(grid.shape[0]))

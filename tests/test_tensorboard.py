@@ -116,3 +116,27 @@ def test_restore_purges_later_steps(ray_session, tmp_path):
     algo.stop()
     steps = [s for s, _ in read_scalars(tb)["Warmup/num_updates"]]
     assert steps == [4, 8, 12]
+
+
+def test_where_events_go(tmp_path, monkeypatch):
+    """Standalone: tensorboard_dir or nothing. Under Tune: <dir>/<trial> or <trial dir>/tensorboard."""
+    import types
+
+    import pyarrow.fs
+
+    from rllib_empo.callbacks import TUNE_SUBDIR, resolve_tensorboard_dir
+
+    def algo(tb, storage=None):
+        return types.SimpleNamespace(config=types.SimpleNamespace(tensorboard_dir=tb),
+                                     _storage=storage)
+
+    assert resolve_tensorboard_dir(algo(None)) is None
+    monkeypatch.chdir(tmp_path)
+    assert resolve_tensorboard_dir(algo("tb")) == str(tmp_path / "tb")
+    storage = types.SimpleNamespace(trial_dir_name="EMPO_0", trial_fs_path="/store/exp/EMPO_0",
+                                    trial_working_directory="/work/EMPO_0",
+                                    storage_filesystem=pyarrow.fs.LocalFileSystem())
+    assert resolve_tensorboard_dir(algo(None, storage)) == f"/store/exp/EMPO_0/{TUNE_SUBDIR}"
+    assert resolve_tensorboard_dir(algo("/abs/tb", storage)) == "/abs/tb/EMPO_0"
+    monkeypatch.setenv("TUNE_ORIG_WORKING_DIR", "/driver/cwd")
+    assert resolve_tensorboard_dir(algo("tb", storage)) == "/driver/cwd/tb/EMPO_0"

@@ -39,9 +39,6 @@ def test_tuner_by_name_two_trials(ray_session, tmp_path):
                     "LearningRate/q_r", "Loss/v_h_e", "Loss/x_h", "Exact/tv_pi_r_s0",
                     "Progress/num_env_steps"):
             assert tag in scalars, tag
-        # Tune's own TensorBoard logger has the same values under ray/tune/
-        tune_tags = read_scalars(r.path)
-        assert "ray/tune/Warmup/stage" in tune_tags
 
     best = results.get_best_result()
     algo = Empo.from_checkpoint(best.checkpoint.path)

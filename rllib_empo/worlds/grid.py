@@ -175,14 +175,15 @@ class GridWorld:
         self._distance_cache: dict[tuple[int, int], np.ndarray] = {}
         self.max_successors = int(np.prod([
             max(len(set(row)) for row in move) for move in self._moves]))
-        # Factorised one-hot encoding: x and y of every agent, then of every object.
-        w, hgt = grid.width, grid.height
+        # One-hot of the cell of every agent, then of every object, then of the steps left.
+        # Per-cell rather than per-coordinate one-hots: fitted to rock_gate's exact log(-Q_r),
+        # a 256x256 MLP reached a mean TV of pi_r of 0.005 from them, 0.023 from x/y one-hots.
         self._num_objects = len(object_starts)
         self._entities = self.num_agents + self._num_objects
-        self._time_offset = self._entities * (w + hgt)
+        self._num_cells = len(grid.cells)
+        self._time_offset = self._entities * self._num_cells
         self.state_dim = self._time_offset + horizon + 1
-        self._cell_idx = [(x, w + y) for x, y in grid.cells]
-        self.goal_dim = nh + w + hgt
+        self.goal_dim = nh + self._num_cells
 
     def _move_agents(self, cells: list[int], actions) -> None:
         """Move agents in agent-id order, in place: a move into a wall, onto floor the agent
@@ -209,11 +210,8 @@ class GridWorld:
 
     def encode_state(self, state) -> np.ndarray:
         v = np.zeros(self.state_dim, dtype=np.float32)
-        stride = self.grid.width + self.grid.height
         for k in range(self._entities):
-            ix, iy = self._cell_idx[state[1 + k]]
-            v[k * stride + ix] = 1.0
-            v[k * stride + iy] = 1.0
+            v[k * self._num_cells + state[1 + k]] = 1.0
         v[self._time_offset + state[0]] = 1.0
         return v
 
@@ -221,9 +219,7 @@ class GridWorld:
         v = np.zeros(self.goal_dim, dtype=np.float32)
         nh = len(self.human_agent_indices)
         v[self.human_agent_indices.index(goal.human)] = 1.0
-        ix, iy = self._cell_idx[goal.cell_id]
-        v[nh + ix] = 1.0
-        v[nh + iy] = 1.0
+        v[nh + goal.cell_id] = 1.0
         return v
 
     # --- extras ---------------------------------------------------------------------------
