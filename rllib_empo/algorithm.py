@@ -115,6 +115,9 @@ class Empo(Algorithm):
         else:
             results = group.foreach_env_runner(lambda er: er.sample_rows(),
                                                local_env_runner=False, healthy_only=True)
+        for cols, _ in results:
+            if isinstance(cols, BaseException):
+                raise cols                      # a world error from a runner (see sample_rows)
         parts = [cols for cols, _ in results if cols]
         columns = ({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
                    if parts else {})
@@ -173,6 +176,14 @@ class Empo(Algorithm):
                 why = "before the beta_r ramp-up" if t == sch.ends[4] else "after the beta_r ramp-up"
                 print(f"  [Training] Cleared replay buffer ({n} transitions) {why}")
         return changed
+
+    def restore_env_runners(self, env_runner_group):
+        """RLlib restarts lost EnvRunners with the current weights; beta_r and epsilon are
+        plain module attributes, so push them too."""
+        restored = super().restore_env_runners(env_runner_group)
+        if restored and env_runner_group is self.env_runner_group:
+            self._push_exploration()
+        return restored
 
     def _push_exploration(self) -> None:
         t = self._empo["num_updates"]

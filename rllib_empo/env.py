@@ -199,7 +199,7 @@ class EmpoEnv(gym.Env):
         if self.state is None:
             raise RuntimeError("EmpoEnv.step called before reset")
         s, a_r, rng = self.state, int(action), self.np_random
-        human_actions = tuple(_draw(self.prior(s, h, g), rng.random())
+        human_actions = tuple(_draw(self._builder.prior(s, h, g), rng.random())
                               for h, g in zip(self.humans, self.goals))
         mode = self.settings.mode
         if mode == "sum":

@@ -41,6 +41,9 @@ def power_law_policy(q_r: torch.Tensor, beta_r,
     ``beta_r`` is a float or a tensor broadcastable to ``q_r[..., :1]``.
     """
     log_neg_q = torch.log((-q_r).clamp_min(neg_q_r_floor))
+    # Shift so the largest logit is 0 before scaling: beta_r * log(-Q) alone overflows to
+    # inf - inf = NaN for beta_r beyond ~1e37.
+    log_neg_q = log_neg_q - log_neg_q.amin(-1, keepdim=True)
     return torch.softmax(-beta_r * log_neg_q, dim=-1)
 
 

@@ -18,6 +18,7 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
 from rllib_empo.env import EnvSettings
 from rllib_empo.tables import finalize_sampled_rows, stack_rows
+from rllib_empo.world import WorldProtocolError
 
 ROW_KEY = "empo"
 
@@ -36,8 +37,19 @@ class EmpoEnvRunner(SingleAgentEnvRunner):
             self.module.set_exploration(beta_r, epsilon)
 
     def sample_rows(self, **kwargs) -> tuple[dict, dict]:
-        """(columns, metrics): one row per env step taken, then RLlib's runner metrics."""
-        episodes = self.sample(**kwargs)
+        """(columns, metrics): one row per env step taken, then RLlib's runner metrics.
+
+        A world that breaks its protocol is returned as the WorldProtocolError in place of
+        the columns: RLlib would otherwise hide it (an empty RuntimeError locally; a runner
+        that exits and, with fault tolerance, restarts into the same error forever)."""
+        try:
+            episodes = self.sample(**kwargs)
+        except WorldProtocolError as err:
+            return err, {}
+        except RuntimeError as err:
+            if isinstance(err.__cause__, WorldProtocolError):
+                return err.__cause__, {}
+            raise
         rows, logp = [], []
         for ep in episodes:
             infos = ep.get_infos()[1:]          # info t+1 carries the row of step t

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rllib_empo.world import (WorldProtocolError, check_goals, checked_encoding,
-                              checked_transitions, joint_action, num_robot_actions, world_name)
+                              checked_goal_encoding, checked_prior, checked_transitions,
+                              joint_action, num_robot_actions, world_name)
 
 COLUMNS = ("obs", "probs", "succ_obs", "succ_terminal", "vhe_goal", "vhe_probs", "vhe_achieved",
            "vhe_mask", "goal_enc", "goal_w")
@@ -87,7 +88,7 @@ class TableBuilder:
 
     def __init__(self, world, prior, spec: TableSpec, rng: np.random.Generator,
                  cache_size: int = 200_000):
-        self.world, self.prior, self.spec, self.rng = world, prior, spec, rng
+        self.world, self.prior_fn, self.spec, self.rng = world, prior, spec, rng
         self.humans = list(world.human_agent_indices)
         self.A = int(world.num_actions)
         self.cache_size = cache_size
@@ -95,6 +96,7 @@ class TableBuilder:
         self._goal_cache: dict = {}     # state -> (enc [H,G,Dg], w [H,G], goals per human)
         self._row_cache: dict = {}      # state -> row (mode "sum")
         self._obs_cache: dict = {}
+        self._prior_cache: dict = {}    # (state, human, goal) -> checked prior
         # Non-terminal states met as successors, for exploring starts (bounded like the caches).
         self.seen_states: list = []
         self._seen: set = set()
@@ -132,11 +134,7 @@ class TableBuilder:
                 goals = [(goals[j][0], 1.0 / G) for j in pick]
             chosen.append([g for g, _ in goals])
             for j, (g, gw) in enumerate(goals):
-                e = np.asarray(self.world.encode_goal(g), np.float32)
-                if e.shape != (Dg,):
-                    raise WorldProtocolError(f"world {world_name(self.world)!r}: encode_goal"
-                                             f"({g!r}) has shape {e.shape}, expected ({Dg},)")
-                enc[i, j], w[i, j] = e, gw
+                enc[i, j], w[i, j] = self.encode_goal(g), gw
         out = (enc, w, chosen)
         if cacheable:
             self._remember(self._goal_cache, state, out)
@@ -185,8 +183,21 @@ class TableBuilder:
         if out is None:
             out = checked_transitions(self.world, state,
                                       joint_action(self.world, robot_action, human_actions))
+            if out is None:
+                raise WorldProtocolError(f"world {world_name(self.world)!r}: "
+                                         f"transition_probabilities({state!r}) returned None "
+                                         "for a state that is_terminal says is not terminal")
             self._remember(self._succ_cache, key, out)
         return out
+
+    def prior(self, state, human: int, goal) -> np.ndarray:
+        """The human prior pi_h(. | state, goal), checked once and cached."""
+        key = (state, human, goal)
+        p = self._prior_cache.get(key)
+        if p is None:
+            p = checked_prior(self.world, self.prior_fn, state, human, goal)
+            self._remember(self._prior_cache, key, p)
+        return p
 
     def remember_states(self, states) -> None:
         for s in states:
@@ -269,7 +280,7 @@ class TableBuilder:
         return {"vhe_goal": goal, "vhe_probs": vhe_probs, "vhe_achieved": ach, "vhe_mask": mask}
 
     def encode_goal(self, goal) -> np.ndarray:
-        return np.asarray(self.world.encode_goal(goal), np.float32)
+        return checked_goal_encoding(self.world, goal, self.spec.goal_dim)
 
     def row_sampled_humans(self, state, human_actions, held_goals) -> dict:
         """Mode "sampled_humans": the step's sampled human actions replace the sum over them."""
