@@ -18,7 +18,6 @@ Target: median <= 180 s.
 from __future__ import annotations
 
 import os
-import time
 
 from benchmarks.common import ensure_ray, load_average, median, row, timed, timed_cpu
 
@@ -110,8 +109,9 @@ def run(quick: bool = False, clock: str | None = None) -> dict:
                                                               for r in runs)}
     per_seed = ", ".join(f"seed {r['seed']}: " + (f"{r['time_s']:.0f}" if r["time_s"] is not None
                                                   else f">{cap:.0f}") for r in runs)
-    finals = "; ".join(f"seed {r['seed']} at {r['final']['train_s']:.0f} s: tv {r['final']['tv_pi_r_s0']:.3f},"
-                       f" v_r rel {r['final']['v_r_s0_rel_error']:.3f}" for r in runs)
+    finals = "; ".join(f"seed {r['seed']} at {r['final']['train_s']:.0f} s: tv "
+                       f"{r['final']['tv_pi_r_s0']:.3f}, v_r rel "
+                       f"{r['final']['v_r_s0_rel_error']:.3f}" for r in runs)
     if reached:
         per_seed += f"; {other} time {other_med:.0f} s"
     rows = [row("time_to_fidelity_s_median",
@@ -120,6 +120,7 @@ def run(quick: bool = False, clock: str | None = None) -> dict:
                 None if quick else ((med <= TARGET_S) if reached else False),
                 note=f"{per_seed}; last evaluation {finals}; evaluation "
                      f"{figures['time_to_fidelity_eval_s_total']:.0f} s not counted; "
-                     f"{figures['time_to_fidelity_updates_per_train_s']:.0f} updates per s of training",
+                     f"{figures['time_to_fidelity_updates_per_train_s']:.0f} updates per s "
+                     "of training",
                 quick=quick)]
     return {"figures": figures, "rows": rows, "details": {"runs": runs}}

@@ -5,8 +5,10 @@ v_r are all networks), every warm-up duration 0 (stage 6 from the first update: 
 network trains on every update), the default hidden sizes (64, 64), one torch thread,
 ``num_env_runners=0``. The replay buffer is filled with real rows through the EnvRunner, then
 ``algo._update_once()`` (buffer sample + ``learner_group.update``) is timed: the median over
-repeated blocks of updates, in wall time and in CPU time of this process. The share of the
-buffer sample is timed separately in the same run.
+repeated blocks of updates, in wall time and in CPU time of this process. Where the algorithm
+has ``_update_chunk(n)`` (n consecutive updates in one learner call, as ``training_step``
+runs them), that path is timed too with n = 8 (the default ``updates_per_iteration``). The
+share of the buffer sample is timed separately in the same run.
 
 Target: >= 150 updates/s at batch 64 on one core.
 """
@@ -36,26 +38,45 @@ def fill_buffer(algo, rows: int) -> None:
         algo.buffer.add(cols)
 
 
+CHUNK = 8
+
+
+def update_fn(algo, chunk: int):
+    """``per_block`` updates one at a time (chunk 1) or ``chunk`` per learner call."""
+    if chunk == 1:
+        return lambda n: [algo._update_once() for _ in range(n)]
+    return lambda n: [algo._update_chunk(chunk) for _ in range(n // chunk)]
+
+
 def measure_updates(batch_size: int, blocks: int, per_block: int, fill: int,
-                    world: str = "rock_gate", hidden=(64, 64), **training) -> dict:
+                    world: str = "rock_gate", hidden=(64, 64), chunks=(1,), **training) -> dict:
     algo = learner_config(batch_size, world, hidden, **training).build_algo()
     try:
         fill_buffer(algo, fill)
-        active = algo._update_info(0)["active"]
+        active = sorted(algo.schedule.active_networks(0))
         algo._update_stats = {}                     # training_step() sets it up otherwise
-        for _ in range(5):                          # first updates build optimizer state
-            algo._update_once()
-        wall, cpu = [], []
-        for _ in range(blocks):
-            w, c, _ = timed_cpu(lambda: [algo._update_once() for _ in range(per_block)])
-            wall.append(per_block / w)
-            cpu.append(per_block / c)
+        chunks = [c for c in chunks if c == 1 or hasattr(algo, "_update_chunk")]
+        fns = {chunk: update_fn(algo, chunk) for chunk in chunks}
+        for chunk, fn in fns.items():
+            fn(max(chunk, 5))                       # first updates build optimizer state
+        samples = {chunk: ([], []) for chunk in chunks}
+        for _ in range(blocks):                     # interleaved, so both see the same load
+            for chunk, fn in fns.items():
+                w, c, _ = timed_cpu(lambda: fn(per_block))
+                n = per_block if chunk == 1 else (per_block // chunk) * chunk
+                samples[chunk][0].append(n / w)
+                samples[chunk][1].append(n / c)
+        rates = {c: (median(w), median(cpu), w) for c, (w, cpu) in samples.items()}
+        wall = rates[1][2]
         rng = np.random.default_rng(0)
         t_sample, _ = timed(lambda: [algo.buffer.sample(batch_size, rng) for _ in range(100)])
-        upd = median(wall)
+        upd = rates[1][0]
         return {"batch_size": batch_size, "world": world, "hidden_sizes": list(hidden),
                 "active_networks": active, "updates_per_s": upd, "updates_per_s_all": wall,
-                "cpu_updates_per_s": median(cpu), "buffer_rows": len(algo.buffer),
+                "cpu_updates_per_s": rates[1][1],
+                "chunked": {c: {"updates_per_s": r[0], "cpu_updates_per_s": r[1]}
+                            for c, r in rates.items() if c != 1},
+                "buffer_rows": len(algo.buffer),
                 "bytes_per_row": algo.buffer.bytes_per_row,
                 "buffer_sample_ms": 10 * t_sample,      # 100 samples -> ms each
                 "buffer_sample_share": (t_sample / 100) * upd}
@@ -67,8 +88,9 @@ def run(quick: bool = False) -> dict:
     ensure_ray()
     blocks, per_block, fill = (2, 10, 256) if quick else (7, 50, 3000)
     figures, rows, details = {}, [], {}
+    per_block = max(per_block // CHUNK, 1) * CHUNK
     for B in (64, 256):
-        r = measure_updates(B, blocks, per_block, fill)
+        r = measure_updates(B, blocks, per_block, fill, chunks=(1, CHUNK))
         details[f"b{B}"] = r
         figures[f"learner_updates_per_s_b{B}"] = r["updates_per_s"]
         figures[f"learner_updates_per_s_b{B}_cpu"] = r["cpu_updates_per_s"]
@@ -83,6 +105,19 @@ def run(quick: bool = False) -> dict:
                             f"CPU-time rate {r['cpu_updates_per_s']:.0f}; buffer sample "
                             f"{r['buffer_sample_ms']:.2f} ms "
                             f"({100 * r['buffer_sample_share']:.0f}% of an update)"), quick=quick))
+        for chunk, c in r["chunked"].items():
+            key = f"learner_updates_per_s_b{B}_chunk{chunk}"
+            figures[key] = c["updates_per_s"]
+            figures[key + "_cpu"] = c["cpu_updates_per_s"]
+            met_c = None
+            if B == 64:
+                met_c = judge(c["updates_per_s"], c["cpu_updates_per_s"],
+                              lambda v: v >= TARGET_UPDATES_PER_S)
+            rows.append(row(key, f"learner updates/s, batch {B}, {chunk} per learner call",
+                            c["updates_per_s"], "updates/s", target if B == 64 else "", met_c,
+                            note=f"CPU-time rate {c['cpu_updates_per_s']:.0f}; "
+                                 f"algo._update_chunk({chunk}), the training_step path",
+                            quick=quick))
     # The fidelity benchmark's width, for reference.
     r = measure_updates(64, blocks, per_block, fill, hidden=(128, 128))
     details["b64_h128"] = r

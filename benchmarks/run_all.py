@@ -92,7 +92,8 @@ def table_lines(rows: list[dict], markdown: bool) -> list[str]:
         return out
     widths = [max(len(h), *(len(c[i]) for c in cells)) if cells else len(h)
               for i, h in enumerate(head[:-1])]
-    fmt = lambda c: "  ".join(x.ljust(w) for x, w in zip(c[:-1], widths)) + "  " + c[-1]  # noqa: E731
+    def fmt(c):
+        return "  ".join(x.ljust(w) for x, w in zip(c[:-1], widths)) + "  " + c[-1]
     return [fmt(head), fmt(tuple("-" * w for w in widths) + ("-----",))] + [fmt(c) for c in cells]
 
 
@@ -125,9 +126,11 @@ def write_markdown(path: Path, results: dict) -> None:
                   f"Measured {sec['date']}, {'--quick' if sec['quick'] else 'full'} run, "
                   f"{sec['wall_s']:.0f} s; load average {sec['load_before']:.1f} before, "
                   f"{sec['load_after']:.1f} after (on {m['nproc']} CPUs).", ""]
-        if sec.get("error"):
-            lines += ["**Failed:**", "", "```", sec["error"].strip()[-2000:], "```"]
         lines += table_lines(sec["rows"], markdown=True)
+    for name, err in meta.get("errors", {}).items():
+        lines += ["", f"## {TITLES.get(name, name)}: the last run FAILED ({err['date']})", "",
+                  "The figures above (if any) are from the previous successful run.", "",
+                  "```", err["error"].strip()[-2000:], "```"]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -174,12 +177,17 @@ def main(argv=None) -> int:
             out = {"figures": {}, "rows": [], "details": {}}
         sec = {"quick": args.quick, "date": date, "wall_s": time.perf_counter() - t0,
                "load_before": load0, "load_after": load_average(), "rows": out["rows"],
-               "figures": out["figures"], "details": out.get("details", {}), "error": error}
-        old = meta["benchmarks"].get(name, {})
-        for k in old.get("figures", {}):          # figures of the previous run of it
-            results.pop(k, None)
-        meta["benchmarks"][name] = sec
-        results.update(out["figures"])
+               "figures": out["figures"], "details": out.get("details", {})}
+        errors = meta.setdefault("errors", {})
+        errors.pop(name, None)
+        if error:       # keep the previous figures of this benchmark, say it failed now
+            errors[name] = {"date": date, "quick": args.quick, "error": error}
+        else:
+            old = meta["benchmarks"].get(name, {})
+            for k in old.get("figures", {}):          # figures of the previous run of it
+                results.pop(k, None)
+            meta["benchmarks"][name] = sec
+            results.update(out["figures"])
         for line in table_lines(out["rows"], markdown=False):
             print(line)
         print(f"({sec['wall_s']:.0f} s)", flush=True)

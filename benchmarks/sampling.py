@@ -257,7 +257,8 @@ def run(quick: bool = False) -> dict:
     figures["sampling_env_steps_per_s_per_runner_rock_gate"] = head["steps_per_s_per_runner"]
     figures["sampling_env_steps_per_s_per_runner_rock_gate_cpu"] = head["cpu_steps_per_s"]
     figures["sampling_env_steps_per_s_per_runner_rock_gate_first_call"] = head["cold_steps_per_s"]
-    figures["sampling_env_steps_per_s_per_runner_crowd"] = by["crowd", 0, 1]["steps_per_s_per_runner"]
+    crowd = by["crowd", 0, 1]
+    figures["sampling_env_steps_per_s_per_runner_crowd"] = crowd["steps_per_s_per_runner"]
 
     chunk, env_repeats = (300, 3) if quick else (2000, 5)
     for world in WORLDS:
@@ -276,6 +277,7 @@ def run(quick: bool = False) -> dict:
         figures[f"table_row_miss_us_{world}"] = c["miss_us"]
         figures[f"table_row_hit_us_{world}"] = c["hit_us"]
         rows.append(row(f"table_row_miss_us_{world}", f"{world}: build one row (cache miss)",
-                        c["miss_us"], "us", note=f"cache hit {c['hit_us']:.1f} us; {c['rows']} rows",
+                        c["miss_us"], "us",
+                        note=f"cache hit {c['hit_us']:.1f} us; {c['rows']} rows",
                         quick=quick))
     return {"figures": figures, "rows": rows, "details": details}

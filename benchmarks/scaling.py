@@ -207,7 +207,8 @@ def summarize(details: dict) -> dict:
         figures[key + "_bytes_per_row"] = c["bytes_per_row"]
         rows.append(row(key, f"{name}: sampling / learner (B=64, 5 nets)",
                         f"{c['steps_per_s']:,.0f} / {c['updates_per_s']:.0f}", "steps/s / upd/s",
-                        note=(f"CPU-time {c['cpu_steps_per_s']:,.0f} / {c['cpu_updates_per_s']:.0f}; "
+                        note=(f"CPU-time {c['cpu_steps_per_s']:,.0f} / "
+                              f"{c['cpu_updates_per_s']:.0f}; "
                               f"A_r={c['num_robot_actions']}, K={c['max_successors']}, "
                               f"D={c['obs_dim']}, {c['bytes_per_row']:,} B/row, {c['mode']}"),
                         quick=quick))
@@ -223,7 +224,8 @@ def summarize(details: dict) -> dict:
         figures[key + "_s"] = p["total_s"]
         figures[key + "_peak_mb"] = p["peak_mb"]
         rows.append(row(key, label, p["total_s"], "s", note=(
-            f"CPU {p['cpu_s']:.1f} s; {p['states']:,} states, {p['transitions']:,} transitions; enumerate "
+            f"CPU {p['cpu_s']:.1f} s; {p['states']:,} states, {p['transitions']:,} "
+            "transitions; enumerate "
             f"{p['graph_s']:.1f} s, phase 1 {p['phase1_s']:.1f} s, phase 2 {p['phase2_s']:.1f} s;"
             + (f" peak +{p['peak_mb']:,.0f} MiB" if p["peak_mb"] is not None else
                " in-process, no memory figure")), quick=quick))
@@ -252,7 +254,8 @@ def summarize(details: dict) -> dict:
         rows.append(row(f"exact_{family}_10min", f"exact solve: {family} states in 10 minutes",
                         n10, "states", note=(
                             f"extrapolated from the largest solved ({big['states']:,} states in "
-                            f"{big['total_s']:.1f} s, CPU {big['cpu_s']:.1f} s: {us_per_state:.0f} us per state; "
+                            f"{big['total_s']:.1f} s, CPU {big['cpu_s']:.1f} s: "
+                            f"{us_per_state:.0f} us per state; "
                             f"{mem}); "
                             f"limit per size {limit:.0f} s"), quick=quick))
     for family in sorted({p["family"] for p in solved}):
@@ -264,6 +267,7 @@ def summarize(details: dict) -> dict:
         rows.append(row(f"exact_1e5_states_s_{family}",
                         f"exact solve: first {family} world with >= 10^5 states", p["total_s"],
                         "s", note=(f"{describe_world(p['family'], p['size'])}: {p['states']:,} "
-                                   f"states, CPU {p['cpu_s']:.0f} s, peak +{p['peak_mb']:,.0f} MiB"),
+                                   f"states, CPU {p['cpu_s']:.0f} s, peak "
+                                   f"+{p['peak_mb']:,.0f} MiB"),
                         quick=quick))
     return {"figures": figures, "rows": rows, "details": details}

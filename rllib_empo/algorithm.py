@@ -70,6 +70,7 @@ class Empo(Algorithm):
         self._empo = {"num_updates": 0, "stage": self.schedule.stage(0),
                       "last_sync": {n: 0 for n in NETWORKS}, "clears_done": [],
                       "num_buffer_clears": 0, "num_env_steps": 0}
+        self._update_stats = {}              # loss/prediction/target of the last logged update
         self._exact = None                   # lazily solved reference (exact_eval_interval)
         self._analysis = None                # lazily built world / module for evaluation
         if self.config.verbose:
@@ -93,11 +94,16 @@ class Empo(Algorithm):
         self._update_stats = {}        # loss/prediction/target of this iteration's last update
         starts = cfg.effective_learning_starts
         with self.metrics.log_time((TIMERS, LEARNER_UPDATE_TIMER)):
-            for _ in range(cfg.updates_per_iteration):
+            remaining = cfg.updates_per_iteration
+            while remaining > 0:
                 transitions += self._advance_stage()
                 if len(self.buffer) < starts:
                     break                               # paused after a clear / before start
-                self._update_once()
+                # One learner call runs consecutive updates up to the next stage boundary
+                # (where a clear may pause learning); RLlib's per-call cost is paid once.
+                n = min(remaining, self._updates_to_next_stage(st["num_updates"]))
+                self._update_chunk(n, log=True)
+                remaining -= n
                 updated = True
         transitions += self._advance_stage()
 
@@ -123,34 +129,44 @@ class Empo(Algorithm):
                    if parts else {})
         return columns, [m for _, m in results]
 
-    def _update_info(self, t: int) -> dict:
-        """The warm-up values of learner update number ``t`` (0-based)."""
-        sch, st = self.schedule, self._empo
-        sync = []
-        for name in sch.existing_networks:
-            if t + 1 - st["last_sync"][name] >= getattr(self.config, f"{name}_target_update_interval"):
-                sync.append(name)
+    def _updates_to_next_stage(self, t: int) -> int:
+        return min([e - t for e in self.schedule.ends if e > t], default=1 << 62)
+
+    def _update_info(self, t: int, last_sync: dict) -> dict:
+        """The warm-up values of learner update number ``t`` (0-based); updates
+        ``last_sync`` with the target copies it schedules."""
+        sch = self.schedule
+        sync = [n for n in sorted(sch.existing_networks) if t + 1 - last_sync[n]
+                >= getattr(self.config, f"{n}_target_update_interval")]
+        for n in sync:
+            last_sync[n] = t + 1
         return {"active": sorted(sch.active_networks(t)), "beta_r": sch.effective_beta_r(t),
                 "lrs": {n: sch.learning_rate(n, t) for n in sch.existing_networks},
                 "sync": sync}
 
-    def _update_once(self) -> None:
+    def _update_once(self, log: bool = True) -> None:
+        self._update_chunk(1, log)
+
+    def _update_chunk(self, n: int, log: bool = True) -> None:
+        """``n`` consecutive learner updates (within one stage) in one learner call: n
+        minibatches of the train batch size, each with its own step's values."""
         st = self._empo
         t = st["num_updates"]
-        info = self._update_info(t)
-        batch = self.buffer.sample(self.config.total_train_batch_size, self._rng)
+        steps = [self._update_info(t + i, st["last_sync"]) for i in range(n)]
+        size = self.config.total_train_batch_size
+        batch = self.buffer.sample(n * size, self._rng)
         result = self.learner_group.update(
-            batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)},
-                                  env_steps=self.config.total_train_batch_size),
-            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: st["num_env_steps"], EMPO_KEY: info})
+            batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, env_steps=n * size),
+            timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: st["num_env_steps"],
+                       EMPO_KEY: {"steps": steps, "log": log}},
+            minibatch_size=self.config.train_batch_size_per_learner, num_epochs=1,
+            num_total_minibatches=n, shuffle_batch_per_epoch=False)
         self.metrics.aggregate(result, key=LEARNER_RESULTS)
         for res in result:
             for key, stat in res.get(DEFAULT_MODULE_ID, {}).items():
                 if key.startswith(("loss_", "prediction_", "target_")):
                     self._update_stats[key] = float(stat.peek() if hasattr(stat, "peek") else stat)
-        for name in info["sync"]:
-            st["last_sync"][name] = t + 1
-        st["num_updates"] = t + 1
+        st["num_updates"] = t + n
 
     def _advance_stage(self) -> int:
         """Handle a stage transition and a clearing point at the current step. Returns 1 if

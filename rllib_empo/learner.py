@@ -1,10 +1,14 @@
 """EmpoTorchLearner: losses of the active networks, one optimizer per network, target copies.
 
-The Algorithm owns every schedule (DESIGN.md) and hands this Learner, with each update, the
-values of the current warm-up step in ``timesteps["empo"]``:
+The Algorithm owns every schedule (DESIGN.md). One ``update()`` call runs one or more
+consecutive learner updates, one per minibatch (``num_total_minibatches``), and
+``timesteps["empo"]`` carries the values of each one's warm-up step:
 
-    {"active": [...networks trained now...], "lrs": {net: lr}, "beta_r": float,
-     "sync": [...networks whose target copy is refreshed after this update...]}
+    {"steps": [{"active": [...networks trained now...], "lrs": {net: lr}, "beta_r": float,
+                "sync": [...networks whose target copy is refreshed after this update...]},
+               ...one dict per minibatch, in order...],
+     "log": whether to log per-network loss/prediction/target means of the call's last
+            update (the Algorithm reports only those; each logged value costs time)}
 
 Only the active networks' losses are computed and only their optimizers step, so frozen
 networks stay bit-identical. Gradient clipping is RLlib's (``grad_clip``, per optimizer).
@@ -39,20 +43,30 @@ class EmpoTorchLearner(TorchLearner):
         for name in module.network_names:
             params = self.get_parameters(module.net(name))
             self.register_optimizer(module_id=module_id, optimizer_name=name,
-                                    optimizer=torch.optim.Adam(params, lr=getattr(config, f"lr_{name}")),
+                                    optimizer=torch.optim.Adam(params, lr=getattr(config, f"lr_{name}"),
+                                                             fused=True),
                                     params=params, lr_or_lr_schedule=None)   # lr: ours
 
     def before_gradient_based_update(self, *, timesteps) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
         empo = timesteps.get(EMPO_KEY) or {}
+        self._steps = list(empo.get("steps") or [empo])
+        self._log_last = bool(empo.get("log", True))
+        self._begin_step(0)
+
+    def _begin_step(self, i: int) -> None:
+        """Set the active networks, beta_r and learning rates of the call's i-th update."""
+        self._step_i = i
+        step = self._steps[min(i, len(self._steps) - 1)]
         for module_id in self.module.keys():
             names = self.module[module_id].unwrapped().network_names
-            self._active = tuple(n for n in empo.get("active", names) if n in names)
-            for name, lr in (empo.get("lrs") or {}).items():
+            self._active = tuple(n for n in step.get("active", names) if n in names)
+            for name, lr in (step.get("lrs") or {}).items():
                 if name in names:
                     for group in self.get_optimizer(module_id, name).param_groups:
                         group["lr"] = float(lr)
-        self._beta_r = float(empo.get("beta_r", 0.0))
+        self._beta_r = float(step.get("beta_r", 0.0))
+        self._log_stats = self._log_last and i == len(self._steps) - 1
         self._skip = False
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
@@ -69,7 +83,7 @@ class EmpoTorchLearner(TorchLearner):
             self._nonfinite(module_id, f"non-finite loss of {bad} (targets finite: "
                             f"{ {n: bool(torch.isfinite(targets[n]).all()) for n in bad} })")
             return torch.zeros((), device=total.device)
-        for n, l in losses.items():
+        for n, l in (losses.items() if self._log_stats else ()):
             self.metrics.log_value((module_id, f"loss_{n}"), l.detach(), window=1)
             self.metrics.log_value((module_id, f"prediction_{n}"), fwd_out[n].detach().mean(),
                                    window=1)
@@ -84,7 +98,15 @@ class EmpoTorchLearner(TorchLearner):
         self.metrics.log_value((module_id, "num_nonfinite_skips"), 1, reduce="lifetime_sum")
 
     def apply_gradients(self, gradients_dict) -> None:
-        """Step only the active networks' optimizers (RLlib's default steps all of them)."""
+        """Step only the active networks' optimizers (RLlib's default steps all of them),
+        then make this update's target copies and move on to the call's next update."""
+        try:
+            self._step_active(gradients_dict)
+            self._sync_targets(self._steps[self._step_i].get("sync") or ())
+        finally:
+            self._begin_step(self._step_i + 1)
+
+    def _step_active(self, gradients_dict) -> None:
         if self._skip or not gradients_dict:
             return
         grads = [g for g in gradients_dict.values() if g is not None]
@@ -98,12 +120,10 @@ class EmpoTorchLearner(TorchLearner):
             for name in self._active:
                 self.get_optimizer(module_id, name).step()
 
-    def after_gradient_based_update(self, *, timesteps) -> None:
-        super().after_gradient_based_update(timesteps=timesteps)
-        sync = (timesteps.get(EMPO_KEY) or {}).get("sync") or ()
+    def _sync_targets(self, names) -> None:
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
-            for name in sync:
+            for name in names:
                 if name in module.network_names:
                     update_target_network(main_net=module.net(name),
                                           target_net=module.net(name, target=True), tau=1.0)

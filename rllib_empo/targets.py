@@ -67,6 +67,21 @@ def v_r_at(module, obs, goal_enc, goal_w, beta_r, th: Theory):
     return eq.v_r_from(u_r_at(module, obs, goal_enc, goal_w, th), pi, q)
 
 
+def _v_h_e_at_successors(module, batch: dict, term: torch.Tensor) -> torch.Tensor:
+    """V_h^e^T(s'_k, g) [B, H, M, K], evaluated only where eq. (6) uses it: successors that
+    some robot action reaches, that are not terminal and where the goal is not yet achieved
+    (elsewhere it is multiplied by 0). On rock_gate that skips most of the padded entries."""
+    probs, ach = batch["vhe_probs"], batch["vhe_achieved"]
+    needed = (probs.sum(-2) > 0) & (term == 0) & (ach == 0) & (batch["vhe_mask"][..., None] > 0)
+    b, h, m, k = needed.nonzero(as_tuple=True)
+    out = torch.zeros_like(ach)
+    if b.numel():
+        goal = module.goal_inputs(batch["vhe_goal"])                       # [B, H, M, Dg+H]
+        out[b, h, m, k] = module.v_h_e_values(batch["succ_obs"][b, k], goal[b, h, m],
+                                              target=True)
+    return out
+
+
 def compute_targets(module, batch: dict, networks, beta_r: float, th: Theory) -> dict:
     """Targets for ``networks`` (a subset of the module's networks), without gradients.
 
@@ -80,10 +95,8 @@ def compute_targets(module, batch: dict, networks, beta_r: float, th: Theory) ->
             q_s = module.q_r_values(obs, target=True)
             pi_s = th.policy(q_s, beta_r)
         if "v_h_e" in networks:
-            goal = module.goal_inputs(batch["vhe_goal"])                   # [B, H, M, Dg+H]
-            succ = batch["succ_obs"][:, None, None, :, :]                  # [B, 1, 1, K, D]
-            v_next = module.v_h_e_values(succ, goal[..., None, :], target=True)  # [B,H,M,K]
             term = batch["succ_terminal"][:, None, None, :]
+            v_next = _v_h_e_at_successors(module, batch, term)             # [B, H, M, K]
             out["v_h_e"] = eq.v_h_e_from_successors(pi_s[:, None, None, :], batch["vhe_probs"],
                                                     batch["vhe_achieved"], term, v_next,
                                                     th.gamma_h)

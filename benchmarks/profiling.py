@@ -1,8 +1,8 @@
 """Where the time goes: cProfile of the sampling path and of one learner update.
 
-    python -m benchmarks.profile sampling [--world rock_gate] [--calls 10]
-    python -m benchmarks.profile learner [--batch 64] [--updates 200]
-    python -m benchmarks.profile exact [--family room --size 10]
+    python -m benchmarks.profiling sampling [--world rock_gate] [--calls 10]
+    python -m benchmarks.profiling learner [--batch 64] [--updates 200] [--chunk 8]
+    python -m benchmarks.profiling exact [--family room --size 10]
 
 Prints the CPU time per step / update without the profiler, then the share of named parts
 (cumulative time of the function that is the part's entry point) under the profiler, then
@@ -42,7 +42,8 @@ LEARNER_PARTS = {
     "LearnerGroup.update (all below)": ("learner/learner_group.py", "update"),
     "  batch -> torch tensors": ("utils/torch_utils.py", "convert_to_torch_tensor"),
     "  forward_train (predictions of 5 nets)": ("rllib_empo/module.py", "_forward_train"),
-    "  compute_targets (target nets, model-based sums)": ("rllib_empo/targets.py", "compute_targets"),
+    "  compute_targets (target nets, model-based sums)": ("rllib_empo/targets.py",
+                                                          "compute_targets"),
     "    of which V_h^e forwards": ("rllib_empo/module.py", "v_h_e_values"),
     "  backward": ("torch/_tensor.py", "backward"),
     "  postprocess_gradients (grad clip)": ("core/learner/learner.py", "postprocess_gradients"),
@@ -86,6 +87,8 @@ def main(argv=None) -> None:
     ap.add_argument("--calls", type=int, default=10)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--updates", type=int, default=200)
+    ap.add_argument("--chunk", type=int, default=1,
+                    help="learner: updates per learner call (algo._update_chunk)")
     ap.add_argument("--family", default="room")
     ap.add_argument("--size", type=int, default=10)
     ap.add_argument("--top", type=int, default=25)
@@ -116,15 +119,17 @@ def main(argv=None) -> None:
         algo = learner_config(args.batch).build_algo()
         fill_buffer(algo, 2000)
         algo._update_stats = {}
-        for _ in range(10):
-            algo._update_once()
+        from benchmarks.learner import update_fn
+        fn = update_fn(algo, args.chunk)
+        n = max(args.updates // args.chunk, 1) * args.chunk
+        fn(max(10, args.chunk))
         t0 = time.process_time()
-        for _ in range(args.updates):
-            algo._update_once()
+        fn(n)
         cpu = time.process_time() - t0
-        print(f"batch {args.batch}: {1e3 * cpu / args.updates:.2f} ms CPU per update without the "
-              f"profiler ({args.updates / cpu:.0f} updates per CPU-second)")
-        stats, _ = profile(algo._update_once, args.updates)
+        print(f"batch {args.batch}, {args.chunk} per learner call: {1e3 * cpu / n:.2f} ms CPU per "
+              f"update without the profiler ({n / cpu:.0f} updates per CPU-second)")
+        stats, _ = profile(lambda: fn(n), 1)
+        args.updates = n
         parts_report(stats, LEARNER_PARTS, stats.total_tt, args.updates, "update")
         algo.stop()
     print()
