@@ -129,7 +129,7 @@ def _add_world_args(p) -> None:
 
 
 def _add_field_args(p, names=None) -> None:
-    from rllib_empo.config import FIELDS
+    from rllib_empo.fields import FIELDS
     g = p.add_argument_group("EmpoConfig fields (defaults: see `rllib-empo train --help`)")
     for f in FIELDS:
         if names is not None and f.name not in names:
@@ -381,7 +381,7 @@ def cmd_train(args) -> int:
 
 def cmd_solve(args) -> int:
     _import_modules(args.imports)
-    from rllib_empo.config import FIELDS
+    from rllib_empo.fields import FIELDS
     from rllib_empo.env import prior_from_env_config, world_from_env_config
     from rllib_empo.exact import solve
     env_id, env_config = env_spec(args)

@@ -26,7 +26,7 @@ def _stages() -> str:
 
 
 def _config() -> str:
-    from rllib_empo.config import config_fields_table
+    from rllib_empo.fields import config_fields_table
     return config_fields_table()
 
 

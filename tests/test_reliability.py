@@ -29,7 +29,7 @@ from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_empo import EmpoConfig
 from rllib_empo import equations as eq
-from rllib_empo.config import MAX_BETA_R, MAX_LOG10_U_R
+from rllib_empo.validation import MAX_BETA_R, MAX_LOG10_U_R
 from rllib_empo.env import EmpoEnv, EnvSettings
 from rllib_empo.targets import value_loss
 from rllib_empo.world import WorldProtocolError, check_world
