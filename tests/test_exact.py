@@ -205,3 +205,57 @@ def test_uniform_prior_and_prior_reuse_of_graph():
     assert sol.graph is prior.graph
     u = UniformHumanPrior(world)
     np.testing.assert_array_equal(u("s0", 1, AtState("s1")), [0.5, 0.5])
+
+
+# ---------------------------------------------------------------- built-in worlds
+import functools  # noqa: E402
+
+from rllib_empo.worlds import make_world  # noqa: E402
+
+PAPER = dict(beta_r=10.0, gamma_h=0.99, gamma_r=1.0, zeta=2.0, xi=1.0, eta=1.1)
+
+
+@functools.lru_cache(maxsize=None)
+def builtin_solution(name: str, **kwargs):
+    world = make_world(name, **kwargs)
+    prior = BoltzmannHumanPrior.solve(world, beta_h=10.0, gamma_h=0.99)
+    return world, solve(world, prior, **PAPER)
+
+
+@pytest.mark.parametrize("name, kwargs", [("rock_gate", {}), ("corridor", {}),
+                                          ("corridor", {"num_humans": 1, "slip": 0.2})])
+def test_builtin_solution_ranges(name, kwargs):
+    world, sol = builtin_solution(name, **kwargs)
+    nt = ~sol.graph.terminal
+    assert np.all(sol.Q <= 0) and np.all(sol.V_R <= 0)
+    assert np.all(sol.V_R[nt] <= -1.0)                     # V_r <= U_r <= -1 when X_h <= 1
+    assert np.all(sol.U_R[nt] <= -1.0)
+    np.testing.assert_allclose(sol.PI.sum(-1), 1.0, rtol=1e-12)
+    for h in sol.graph.humans:
+        assert np.all((sol.V_HE[h] >= 0) & (sol.V_HE[h] <= 1 + 1e-12))
+    assert np.all((sol.X_H >= sol.params["x_h_floor"]) & (sol.X_H <= 1))
+    # every transition row of the world sums to 1 (the solver's T matrix)
+    row_sums = np.asarray(sol.graph.T.sum(axis=1)).ravel()
+    assert np.allclose(row_sums[row_sums > 0], 1.0)
+
+
+def test_rock_gate_exact_policy_frees_the_human():
+    """At the start the robot prefers to walk up towards the rock (action 1), and states in
+    which the rock no longer blocks the gate give the human more power."""
+    world, sol = builtin_solution("rock_gate")
+    pi0 = sol.pi_r[sol.initial_state]
+    assert int(np.argmax(pi0)) == 1 and pi0[1] > 0.4
+    # along the exact greedy path the robot pushes the rock out within the first steps
+    s = sol.initial_state
+    for _ in range(4):
+        a_r = int(np.argmax(sol.pi_r[s]))
+        succ = world.transition_probabilities(s, [a_r, 0])        # the human stays
+        s = max(succ)[1] if len(succ) > 1 else succ[0][1]
+    assert not world.gate_blocked(s)
+    # X_h is higher where the gate is open, at equal time left
+    steps = np.array([st[0] for st in sol.states])
+    blocked = np.array([world.gate_blocked(st) for st in sol.states])
+    for t in range(4, world.horizon):
+        free, shut = (steps == t) & ~blocked, (steps == t) & blocked
+        if free.any() and shut.any():
+            assert sol.X_H[free, 0].mean() > sol.X_H[shut, 0].mean()
