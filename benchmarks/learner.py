@@ -7,8 +7,10 @@ network trains on every update), the default hidden sizes (64, 64), one torch th
 ``algo._update_once()`` (buffer sample + ``learner_group.update``) is timed: the median over
 repeated blocks of updates, in wall time and in CPU time of this process. Where the algorithm
 has ``_update_chunk(n)`` (n consecutive updates in one learner call, as ``training_step``
-runs them), that path is timed too with n = 8 (the default ``updates_per_iteration``). The
-share of the buffer sample is timed separately in the same run.
+runs them), that path is timed too with n = 8 (the default ``updates_per_iteration``); it is
+the headline figure (``learner_updates_per_s_b64``), since it is what training runs, and one
+update per call is reported beside it (``..._single_call``). The share of the buffer sample
+is timed separately in the same run.
 
 Target: >= 150 updates/s at batch 64 on one core.
 """
@@ -92,32 +94,33 @@ def run(quick: bool = False) -> dict:
     for B in (64, 256):
         r = measure_updates(B, blocks, per_block, fill, chunks=(1, CHUNK))
         details[f"b{B}"] = r
-        figures[f"learner_updates_per_s_b{B}"] = r["updates_per_s"]
-        figures[f"learner_updates_per_s_b{B}_cpu"] = r["cpu_updates_per_s"]
+        # The headline figure is the training_step path (CHUNK consecutive updates per
+        # learner call, CHUNK = the default updates_per_iteration); one update per call is
+        # reported beside it.
+        c = r["chunked"][CHUNK]
+        key = f"learner_updates_per_s_b{B}"
+        figures[key] = c["updates_per_s"]
+        figures[key + "_cpu"] = c["cpu_updates_per_s"]
+        figures[key + "_single_call"] = r["updates_per_s"]
+        figures[key + "_single_call_cpu"] = r["cpu_updates_per_s"]
         figures[f"learner_buffer_sample_ms_b{B}"] = r["buffer_sample_ms"]
-        target, met = "", None
+        target, met, met_1 = "", None, None
         if B == 64:
             target = f">= {TARGET_UPDATES_PER_S:.0f}"
-            met = judge(r["updates_per_s"], r["cpu_updates_per_s"],
+            met = judge(c["updates_per_s"], c["cpu_updates_per_s"],
                         lambda v: v >= TARGET_UPDATES_PER_S)
-        rows.append(row(f"learner_updates_per_s_b{B}", f"learner updates/s, batch {B}, 5 networks",
-                        r["updates_per_s"], "updates/s", target, met, note=(
+            met_1 = judge(r["updates_per_s"], r["cpu_updates_per_s"],
+                          lambda v: v >= TARGET_UPDATES_PER_S)
+        rows.append(row(key, f"learner updates/s, batch {B}, 5 networks",
+                        c["updates_per_s"], "updates/s", target, met, note=(
+                            f"CPU-time rate {c['cpu_updates_per_s']:.0f}; the training_step "
+                            f"path: {CHUNK} updates per learner call (algo._update_chunk)"),
+                        quick=quick))
+        rows.append(row(key + "_single_call", f"learner updates/s, batch {B}, 1 per learner call",
+                        r["updates_per_s"], "updates/s", target, met_1, note=(
                             f"CPU-time rate {r['cpu_updates_per_s']:.0f}; buffer sample "
                             f"{r['buffer_sample_ms']:.2f} ms "
                             f"({100 * r['buffer_sample_share']:.0f}% of an update)"), quick=quick))
-        for chunk, c in r["chunked"].items():
-            key = f"learner_updates_per_s_b{B}_chunk{chunk}"
-            figures[key] = c["updates_per_s"]
-            figures[key + "_cpu"] = c["cpu_updates_per_s"]
-            met_c = None
-            if B == 64:
-                met_c = judge(c["updates_per_s"], c["cpu_updates_per_s"],
-                              lambda v: v >= TARGET_UPDATES_PER_S)
-            rows.append(row(key, f"learner updates/s, batch {B}, {chunk} per learner call",
-                            c["updates_per_s"], "updates/s", target if B == 64 else "", met_c,
-                            note=f"CPU-time rate {c['cpu_updates_per_s']:.0f}; "
-                                 f"algo._update_chunk({chunk}), the training_step path",
-                            quick=quick))
     # The fidelity benchmark's width, for reference.
     r = measure_updates(64, blocks, per_block, fill, hidden=(128, 128))
     details["b64_h128"] = r

@@ -23,10 +23,10 @@ SAMPLING_PARTS = {
     "RLlib connector pipelines (env-to-module + module-to-env)":
         ("connectors/connector_pipeline_v2.py", "__call__"),
     "  of which env-to-module": ("env_to_module/env_to_module_pipeline.py", "__call__"),
-    "module forward_exploration (incl. eval()/train() toggles)":
-        ("rl_module/torch/torch_rl_module.py", "forward_exploration"),
+    "module forward_exploration (EmpoRLModule, no eval()/train() toggles)":
+        ("rllib_empo/module.py", "forward_exploration"),
     "  of which EmpoRLModule._act": ("rllib_empo/module.py", "_act"),
-    "  of which nn.Module.train/eval": ("torch/nn/modules/module.py", "train"),
+    "nn.Module.train/eval anywhere": ("torch/nn/modules/module.py", "train"),
     "vector env step (gymnasium, incl. EmpoEnv.step)": ("env/env_runner.py", "_try_env_step"),
     "  of which EmpoEnv.step": ("rllib_empo/env.py", "step"),
     "  of which TableBuilder.row_sum": ("rllib_empo/tables.py", "row_sum"),

@@ -12,7 +12,7 @@ continued run *samples* also depends on state that lives only inside the EnvRunn
   observation the next action is computed from) and the connectors' shared data (which
   episode each batch row belongs to);
 - the process-wide torch generator, which draws the robot's actions
-  (``torch.multinomial`` in ``EmpoRLModule``). With ``num_env_runners=0`` that is the
+  (the action sampling in ``EmpoRLModule._act``). With ``num_env_runners=0`` that is the
   driver's generator, so a restore sets the driver's torch RNG state.
 
 :func:`capture` takes all of this from every EnvRunner that has an env (the local one when

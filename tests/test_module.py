@@ -197,3 +197,19 @@ def test_exploration_attributes_are_not_in_the_state():
     m.set_state(state)
     assert (m.beta_r, m.epsilon) == (3.5, 0.25)
     assert not any("beta" in k or "epsilon" in k for k in m.state_dict())
+
+
+def test_action_sampling_follows_the_probabilities_and_never_draws_a_zero():
+    """The inverse-CDF sampler of _act: frequencies match pi_r, actions of probability 0
+    (first, middle and last) are never drawn, and the module's train/eval mode is untouched."""
+    m = make_module(True)
+    probs = torch.tensor([0.0, 0.3, 0.0, 0.7, 0.0])[:A]
+    probs = probs / probs.sum()
+    m._policy = lambda obs, eps: probs.expand(len(obs), A)
+    torch.manual_seed(0)
+    was = m.training
+    acts = m.forward_exploration({Columns.OBS: torch.zeros(20000, OBS_DIM)})[Columns.ACTIONS]
+    assert m.training == was
+    freq = np.bincount(acts.numpy(), minlength=A) / len(acts)
+    assert (freq[probs.numpy() == 0] == 0).all(), freq
+    np.testing.assert_allclose(freq, probs.numpy(), atol=0.015)
