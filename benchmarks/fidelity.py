@@ -102,8 +102,12 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
     t0 = time.perf_counter()
+    load_before = os.getloadavg()[0]
     report = run(args.seed, args.budget, args.eval_every, args.save)
     report["wall_s"] = time.perf_counter() - t0
+    report["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    report["machine"] = (f"{len(os.sched_getaffinity(0))} CPUs, load average "
+                         f"{load_before:.1f} before, {os.getloadavg()[0]:.1f} after")
     print("\nfinal figures (bar):")
     for k, bar in BARS.items():
         v = report["final"][k]

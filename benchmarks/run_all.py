@@ -4,6 +4,7 @@
     python -m benchmarks.run_all --quick               # CI-sized smoke run, every row
     python -m benchmarks.run_all --only learner,sampling
     python -m benchmarks.run_all --out /tmp/bench      # write the files elsewhere
+    python -m benchmarks.run_all --render              # rewrite RESULTS.md only (e.g. after a soak)
 
 Benchmarks (one module each, ``run(quick) -> dict``): sampling, learner, fidelity
 (``fidelity_time``), memory, scaling. A run with ``--only`` updates the figures of the
@@ -97,6 +98,65 @@ def table_lines(rows: list[dict], markdown: bool) -> list[str]:
     return [fmt(head), fmt(tuple("-" * w for w in widths) + ("-----",))] + [fmt(c) for c in cells]
 
 
+def headline_lines(results: dict) -> list[str]:
+    """The markdown table of the required keys (RESULTS.md and the README both show it)."""
+    meta = results["_meta"]
+    lines = ["| key | value | target | status | measured |", "|---|---|---|---|---|"]
+    by_key = {r["key"]: (r, name, sec) for name, sec in meta["benchmarks"].items()
+              for r in sec["rows"]}
+    for k in REQUIRED_KEYS:
+        r, name, sec = by_key.get(HEADLINE_ROWS.get(k, k), (None, None, None))
+        value = r["value"] if r is not None and results.get(k) is None else results.get(k)
+        when = f"{sec['date']}{' (--quick)' if sec['quick'] else ''}" if sec else "never"
+        lines.append(f"| `{k}` | {fmt_value(value)} | {r['target'] if r else ''} | "
+                     f"{status(r['met']) if r else ''} | {when} |")
+    return lines
+
+
+def soak_lines(path: Path) -> list[str]:
+    """Section 6 from the last recorded soak run (``python -m benchmarks.soak --out
+    benchmarks/soak.json``; it is too long for this suite)."""
+    if not path.exists():
+        return ["", "## 6. Long-run stability (soak)", "", "Not recorded yet: run "
+                "`python -m benchmarks.soak --out benchmarks/soak.json`, then "
+                "`python -m benchmarks.run_all --render`."]
+    rec = json.loads(path.read_text())
+    r, s = rec["record"], rec["summary"]
+    m, t, f = s.get("memory") or {}, s.get("time_per_iteration") or {}, s["fidelity"]
+    verdict = {True: "met", False: "MISSED", None: "inconclusive"}
+    rows = [
+        ("run", f"{r['minutes']:g} min of training", "",
+         f"{s['iterations']:,} iterations, {s['final_num_updates']:,} learner updates, final stage "
+         f"{s['final_stage']}; replay {r['replay_capacity']:,} rows, full after "
+         + (f"{s['buffer_full_at_s']:.0f} s" if s["buffer_full_at_s"] is not None else "never")),
+        ("memory after the buffer filled (driver + runners)",
+         f"{m.get('growth_mb', float('nan')):+.1f} MB", verdict[m.get("flat")],
+         f"{m.get('rss_start_mb', float('nan')):.0f} -> {m.get('rss_end_mb', float('nan')):.0f} MB, "
+         f"slope {m.get('slope_mb_per_min', float('nan')):+.2f} MB/min, "
+         f"{m.get('py_objects_growth', 0):+,} Python objects; basis: {m.get('basis', 'none')}"),
+        ("time per iteration, last vs first quarter", f"x{t.get('ratio', float('nan')):.2f}",
+         verdict[t.get("no_growth")],
+         f"{1e3 * t.get('first_quarter_median_s', float('nan')):.0f} -> "
+         f"{1e3 * t.get('last_quarter_median_s', float('nan')):.0f} ms (medians; "
+         f"{t.get('basis', 'none')})"),
+        ("fidelity after it is reached",
+         "reached at " + (f"{f['reached_at_s']:.0f} s" if f.get("reached_at_s") is not None
+                          else "never"),
+         verdict[f.get("no_degradation")],
+         "worst afterwards: " + ", ".join(f"{k} {v:.4f}" for k, v in
+                                          (f.get("worst_after_reaching") or {}).items())
+         + f" (bars {f['bars']}; a value above {2:g}x a bar would count as degraded); final: "
+         + ", ".join(f"{k} {v:.4g}" for k, v in (f.get("final") or {}).items())),
+    ]
+    out = ["", "## 6. Long-run stability (soak)", "",
+           f"Recorded {r.get('date', 'unknown date')} by `{r.get('command', 'benchmarks/soak.py')}` "
+           f"(seed {r['seed']}, {r['num_env_runners']} remote EnvRunners; the fidelity "
+           "benchmark's configuration). Wall-clock timings on a shared machine.", "",
+           "| figure | value | verdict | notes |", "|---|---|---|---|"]
+    out += [f"| {a} | {b} | {c} | {d.replace('|', '/')} |" for a, b, c, d in rows]
+    return out
+
+
 def write_markdown(path: Path, results: dict) -> None:
     meta = results["_meta"]
     m = meta["machine"]
@@ -111,22 +171,14 @@ def write_markdown(path: Path, results: dict) -> None:
              "- rates are medians of repeated runs; \"CPU-time rate\" counts this process's CPU "
              "seconds only, the steadier figure when other work shares the cores; "
              "\"met (CPU time)\" = missed in wall time, met in CPU time", ""]
-    lines += ["## Headline figures", "", "| key | value | target | status | measured |",
-              "|---|---|---|---|---|"]
-    by_key = {r["key"]: (r, name, sec) for name, sec in meta["benchmarks"].items()
-              for r in sec["rows"]}
-    for k in REQUIRED_KEYS:
-        r, name, sec = by_key.get(HEADLINE_ROWS.get(k, k), (None, None, None))
-        value = r["value"] if r is not None and results.get(k) is None else results.get(k)
-        when = f"{sec['date']}{' (--quick)' if sec['quick'] else ''}" if sec else "never"
-        lines.append(f"| `{k}` | {fmt_value(value)} | {r['target'] if r else ''} | "
-                     f"{status(r['met']) if r else ''} | {when} |")
+    lines += ["## Headline figures", ""] + headline_lines(results)
     for name, sec in meta["benchmarks"].items():
         lines += ["", f"## {TITLES.get(name, name)}", "",
                   f"Measured {sec['date']}, {'--quick' if sec['quick'] else 'full'} run, "
                   f"{sec['wall_s']:.0f} s; load average {sec['load_before']:.1f} before, "
                   f"{sec['load_after']:.1f} after (on {m['nproc']} CPUs).", ""]
         lines += table_lines(sec["rows"], markdown=True)
+    lines += soak_lines(path.parent / "soak.json")
     for name, err in meta.get("errors", {}).items():
         lines += ["", f"## {TITLES.get(name, name)}: the last run FAILED ({err['date']})", "",
                   "The figures above (if any) are from the previous successful run.", "",
@@ -145,6 +197,8 @@ def main(argv=None) -> int:
     ap.add_argument("--fidelity-clock", choices=("wall", "cpu"), default=None,
                     help="fidelity: training clock (default wall; cpu = this process's CPU "
                          "seconds, for a machine shared with other work)")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite RESULTS.md from results.json (and soak.json)")
     args = ap.parse_args(argv)
     names = parse_only(args.only)
     out_dir = Path(args.out)
@@ -153,6 +207,10 @@ def main(argv=None) -> int:
     results = json.loads(res_path.read_text()) if res_path.exists() else {}
     meta = results.setdefault("_meta", {})
     meta.setdefault("benchmarks", {})
+    if args.render:
+        write_markdown(out_dir / "RESULTS.md", results)
+        print(f"wrote {out_dir / 'RESULTS.md'}")
+        return 0
 
     from benchmarks.common import ensure_ray
     ensure_ray()

@@ -159,7 +159,9 @@ def run(minutes: float, eval_every: int, seed: int, replay_capacity: int | None,
             i += 1
     finally:
         algo.stop()
-    return {"minutes": minutes, "seed": seed, "replay_capacity": capacity,
+    return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
+            "minutes": minutes, "seed": seed, "replay_capacity": capacity,
             "num_env_runners": num_env_runners, "build_s": t_build, "exact_solve_s": t_exact,
             "buffer_full_at_s": full_at, "iterations": iterations, "samples": samples,
             "evals": evals}

@@ -8,7 +8,20 @@ holds exactly ``capacity * bytes_per_row`` bytes once full, with no per-row Pyth
 """
 from __future__ import annotations
 
+import logging
+import os
+
 import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM (None where the OS does not say)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 class TransitionBuffer:
@@ -37,6 +50,20 @@ class TransitionBuffer:
         return sum(a.nbytes for a in self._cols.values()) if self._cols else 0
 
     def _allocate(self, rows: dict[str, np.ndarray]) -> None:
+        """Columns for ``capacity`` rows. numpy maps the pages lazily, so an oversized buffer
+        would only fail when it fills, possibly hours into a run: check against the RAM now."""
+        row = sum(v[0].nbytes for v in rows.values())
+        full, ram = row * self.capacity, physical_memory_bytes()
+        if ram and full > ram:
+            raise ValueError(
+                f"replay_capacity={self.capacity:,} rows of {row:,} bytes (this world's successor "
+                f"tables) need {full / 2**30:.1f} GiB once full, more than this machine's "
+                f"{ram / 2**30:.1f} GiB of RAM; set replay_capacity <= {ram // 2 // row:,} "
+                "(half the RAM), or lower max_successors / max_goals_per_human")
+        if ram and full > ram // 2:
+            logger.warning("replay buffer: %s rows of %s bytes need %.1f GiB once full, over half "
+                           "of this machine's %.1f GiB of RAM", f"{self.capacity:,}", f"{row:,}",
+                           full / 2**30, ram / 2**30)
         self._cols = {k: np.zeros((self.capacity,) + v.shape[1:], v.dtype) for k, v in rows.items()}
 
     def add(self, rows: dict[str, np.ndarray]) -> None:

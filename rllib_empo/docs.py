@@ -60,8 +60,98 @@ def _quickstart() -> str:
     return "```python\n" + text[text.index(start) + len(start):text.index(end)] + "```"
 
 
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+FIDELITY_RUN = BENCHMARKS / "fidelity_run.json"       # python benchmarks/fidelity.py --json ...
+RESULTS = BENCHMARKS / "results.json"                 # python -m benchmarks.run_all
+
+
+def _benchmarks():
+    """Import the repository's benchmarks package (a top-level folder, not installed)."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import benchmarks
+    return benchmarks
+
+
+def _fidelity() -> str:
+    """The last recorded run of benchmarks/fidelity.py (its --json report)."""
+    import json
+    _benchmarks()
+    from benchmarks.fidelity import BARS
+    r = json.loads(FIDELITY_RUN.read_text())
+    fin = r["final"]
+    rows = "\n".join(f"| `{k}` | {fin[k]:.4f} | <= {bar} | {'met' if fin[k] <= bar else 'MISSED'} | "
+                     f"{_first_met(r, k)} |" for k, bar in BARS.items())
+    return (f"`python benchmarks/fidelity.py --seed {r['seed']} --budget {r['budget_s']:.0f} "
+            "--save PATH --json benchmarks/fidelity_run.json` "
+            f"(recorded {r.get('date', 'unknown date')}, {r.get('machine', 'this machine')}): "
+            f"{fin['num_updates']:,} learner updates in {fin['train_s']:.0f} s of training, "
+            f"**{r['wall_s']:.0f} s wall time** in all (building the algorithm, the exact "
+            "solution and the evaluations included).\n\n"
+            "| figure (against `exact.solve`) | at the end | bar | status | first met after |\n"
+            "|---|---|---|---|---|\n" + rows + "\n\n"
+            f"Greedy actions that agree with the exact argmax over all states: "
+            f"{fin['argmax_agreement']:.1%}. The checkpoint that `--save` writes loads with "
+            "`Empo.from_checkpoint(PATH)`; `rllib-empo compare PATH` re-evaluates it independently.")
+
+
+def _first_met(report: dict, key: str) -> str:
+    t = report["first_met_s"].get(key)
+    return "not met" if t is None else f"{t:.0f} s of training"
+
+
+def _performance() -> str:
+    """The benchmark suite's headline figures (benchmarks/results.json)."""
+    import json
+    _benchmarks()
+    from benchmarks.run_all import headline_lines
+    r = json.loads(RESULTS.read_text())
+    m = r["_meta"]["machine"]
+    per_seed = ", ".join(f"{t:.0f}" for t in r["time_to_fidelity_s_per_seed"])
+    return ("\n".join(headline_lines(r)) + "\n\n"
+            f"Measured with `python -m benchmarks.run_all` on {m['nproc']} CPUs ({m['cpu_model']}); "
+            "every figure, how it is measured and the scaling study are in "
+            "[`benchmarks/RESULTS.md`](benchmarks/RESULTS.md). In words: an EnvRunner with one "
+            f"env steps rock_gate at {r['sampling_env_steps_per_s_per_runner_rock_gate']:,.0f} "
+            f"steps/s including the successor tables ({r['sampling_rock_gate_nr0_ne4_per_runner']:,.0f} "
+            "with 4 envs per runner); the learner runs "
+            f"{r['learner_updates_per_s_b64']:.0f} updates/s at batch 64 with all five networks; "
+            f"the fidelity bars at s0 are reached after {per_seed} s (3 seeds); a 100,000-row "
+            f"rock_gate buffer takes {r['buffer_rss_mb_100k_rock_gate']:,.0f} MiB; the exact "
+            f"solver needs {r['exact_1e5_states_s_rock_gate']:.0f} s for the first rock_gate "
+            "variant with more than 10^5 states.")
+
+
+def _table_cost() -> str:
+    """Per-row cost of the successor tables, from benchmarks/results.json."""
+    import json
+    r = json.loads(RESULTS.read_text())
+    lines = ["| world | bytes per row (= per env step shipped) | replay buffer at 100,000 rows | "
+             "bandwidth per EnvRunner (1 env) | build a table / cached | table work in a step |",
+             "|---|---|---|---|---|---|"]
+    for w in ("rock_gate", "crowd"):
+        b, rate = r[f"bytes_per_transition_{w}"], r[f"sampling_{w}_nr0_ne1_per_runner"]
+        lines.append(
+            f"| {w} | {b:,} B | {r[f'replay_buffer_default_capacity_mb_{w}']:,.0f} MiB | "
+            f"{b * rate / 1e6:.1f} MB/s at {rate:,.0f} steps/s | "
+            f"{r[f'table_row_miss_us_{w}']:.0f} us / {r[f'table_row_hit_us_{w}']:.1f} us | "
+            f"{r[f'sampling_table_share_steady_{w}']:.1%} once warm "
+            f"({r[f'sampling_table_share_first_call_{w}']:.0%} in the first call) |")
+    return ("\n".join(lines) + "\n\n"
+            "Measured by `python -m benchmarks.run_all` (sampling and memory; the details are in "
+            "`benchmarks/RESULTS.md`). rock_gate sums the human's actions out exactly "
+            "(`sum_human_actions=True`); the crowd benchmark (10^6+ states, 2 humans) uses the "
+            "step's sampled human actions instead (`sum_human_actions=False`), with 125 "
+            "successor slots per row. The replay buffer's memory is `replay_capacity` x bytes per row once full: on "
+            "crowd the default 100,000 rows would need 12 GiB, so lower `replay_capacity` there "
+            "(a buffer that cannot fit in RAM is refused at the first add, one over half the RAM "
+            "logs a warning).")
+
+
 SECTIONS = {"quickstart": _quickstart, "stages": _stages, "config": _config, "metrics": _metrics,
-            "exact-rock-gate": _exact_rock_gate}
+            "exact-rock-gate": _exact_rock_gate, "fidelity": _fidelity,
+            "performance": _performance, "table-cost": _table_cost}
 
 
 def _troubleshooting() -> str:

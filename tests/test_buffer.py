@@ -157,3 +157,17 @@ def test_sampling_is_reproducible_with_a_seeded_generator():
     seq1 = [buf.sample(4, rng1)["flag"].tolist() for _ in range(3)]
     seq2 = [buf.sample(4, rng2)["flag"].tolist() for _ in range(3)]
     assert seq1 == seq2
+
+
+def test_a_buffer_larger_than_the_ram_is_refused_at_the_first_add(monkeypatch, caplog):
+    """numpy allocates lazily: without this check an oversized buffer fails only once full."""
+    from rllib_empo import buffer as buffer_mod
+    monkeypatch.setattr(buffer_mod, "physical_memory_bytes", lambda: 2**20)   # 1 MiB of RAM
+    rows = {"obs": np.zeros((1, 256), np.float32)}                            # 1 KiB per row
+    with pytest.raises(ValueError, match=r"replay_capacity=2,000 .* set replay_capacity <= 512"):
+        TransitionBuffer(2000).add(rows)
+    with caplog.at_level("WARNING", logger="rllib_empo.buffer"):
+        b = TransitionBuffer(700)                   # 700 KiB: over half the RAM, allowed
+        b.add(rows)
+    assert len(b) == 1 and "over half" in caplog.text
+    TransitionBuffer(100).add(rows)                 # small: silent
