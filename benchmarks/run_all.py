@@ -113,6 +113,14 @@ def headline_lines(results: dict) -> list[str]:
     return lines
 
 
+def update_readme(out_dir: Path) -> None:
+    """Regenerate the README's sections quoting these figures (rllib_empo.docs), when the
+    files written are the repository's own."""
+    if out_dir.resolve() == HERE:
+        from rllib_empo import docs
+        docs.update(HERE.parent / "README.md")
+
+
 def soak_lines(path: Path) -> list[str]:
     """Section 6 from the last recorded soak run (``python -m benchmarks.soak --out
     benchmarks/soak.json``; it is too long for this suite)."""
@@ -209,6 +217,7 @@ def main(argv=None) -> int:
     meta.setdefault("benchmarks", {})
     if args.render:
         write_markdown(out_dir / "RESULTS.md", results)
+        update_readme(out_dir)
         print(f"wrote {out_dir / 'RESULTS.md'}")
         return 0
 
@@ -256,6 +265,7 @@ def main(argv=None) -> int:
             results.setdefault(k, None)
         res_path.write_text(json.dumps(results, indent=1, default=str) + "\n")
         write_markdown(out_dir / "RESULTS.md", results)
+        update_readme(out_dir)
 
     print("\n=== all figures")
     rows = [r for n in BENCHMARKS if n in meta["benchmarks"] for r in meta["benchmarks"][n]["rows"]]
