@@ -142,9 +142,11 @@ def _table_cost() -> str:
             "Measured by `python -m benchmarks.run_all` (sampling and memory; the details are in "
             "`benchmarks/RESULTS.md`). rock_gate sums the human's actions out exactly "
             "(`sum_human_actions=True`); the crowd benchmark (10^6+ states, 2 humans) uses the "
-            "step's sampled human actions instead (`sum_human_actions=False`), with 125 "
-            "successor slots per row. The replay buffer's memory is `replay_capacity` x bytes per row once full: on "
-            "crowd the default 100,000 rows would need 12 GiB, so lower `replay_capacity` there "
+            "step's sampled human actions instead (`sum_human_actions=False`), and its rows keep "
+            "many more successor slots. The replay buffer's memory is `replay_capacity` x bytes "
+            "per row once full: on crowd the default 100,000 rows would need "
+            f"{r['replay_buffer_default_capacity_mb_crowd'] / 1024:.0f} GiB, so lower "
+            "`replay_capacity` there "
             "(a buffer that cannot fit in RAM is refused at the first add, one over half the RAM "
             "logs a warning).")
 
