@@ -53,7 +53,9 @@ METRICS = (
     ("Buffer/size", "rows in the replay buffer"),
     ("Buffer/num_added", "rows ever added"),
     ("Buffer/bytes_per_row", "bytes one row (one env step's successor table) occupies"),
-    ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...)"),
+    ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
+                       "of the latest evaluation, made every exact_eval_interval iterations; "
+                       "Exact/training_iteration says which"),
 )
 
 
@@ -111,8 +113,12 @@ class Empo(Algorithm):
                                            inference_only=True)
         self._push_exploration()
         self._log_metrics(transitions > 0, updated)
-        if cfg.exact_eval_interval and self.iteration % cfg.exact_eval_interval == 0:
-            self._log_exact_fidelity()
+        # self.iteration counts the finished iterations: this one is number iteration + 1,
+        # so the figures come with training_iteration k, 2k, ... (the last of a k*m-long run)
+        if cfg.exact_eval_interval and (self.iteration + 1) % cfg.exact_eval_interval == 0:
+            self._empo["exact"] = {**evaluation.exact_fidelity(self),
+                                   "training_iteration": self.iteration + 1}
+        self._log_exact_fidelity()
 
     def _sample(self) -> tuple[dict, list]:
         group = self.env_runner_group
@@ -228,8 +234,9 @@ class Empo(Algorithm):
             log((groups[stat], net), value, reduce="item")
 
     def _log_exact_fidelity(self) -> None:
-        report = evaluation.exact_fidelity(self)
-        for key, value in report.items():
+        """Every result from the first evaluation on carries the latest one (a Tune metric
+        must be in every result); checkpoints keep it with the counters."""
+        for key, value in (self._empo.get("exact") or {}).items():
             self.metrics.log_value(("Exact", key), value, reduce="item")
 
     # ------------------------------------------------------------------ analysis API

@@ -52,7 +52,7 @@ class TransitionBuffer:
     def _allocate(self, rows: dict[str, np.ndarray]) -> None:
         """Columns for ``capacity`` rows. numpy maps the pages lazily, so an oversized buffer
         would only fail when it fills, possibly hours into a run: check against the RAM now."""
-        row = sum(v[0].nbytes for v in rows.values())
+        row = sum(v.itemsize * int(np.prod(v.shape[1:])) for v in rows.values())
         full, ram = row * self.capacity, physical_memory_bytes()
         if ram and full > ram:
             raise ValueError(

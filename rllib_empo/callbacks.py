@@ -13,7 +13,8 @@
 - ``Loss/<net>``, ``Prediction/<net>``, ``Target/<net>`` for the active networks
   (iterations with a learner update);
 - ``Buffer/size``, ``Buffer/num_added``, ``Buffer/bytes_per_row``;
-- ``Exact/<figure>``: ``compare_to_exact`` figures (``exact_eval_interval`` > 0);
+- ``Exact/<figure>``: ``compare_to_exact`` figures (``exact_eval_interval`` > 0), written
+  in the iterations that computed them (results repeat the latest, for Tune);
 - ``Progress/num_env_steps``, ``Progress/num_episodes``, ``Progress/training_iteration``;
 - ``Time/sampling_s``, ``Time/learning_s``, ``Time/training_step_s``: this iteration's
   seconds (:class:`IterationTimes`; RLlib's own ``result["timers"]`` are smoothed).
@@ -79,6 +80,8 @@ def scalars_from_result(result: dict) -> dict:
         values = result.get(group)
         if not isinstance(values, dict):
             continue
+        if group == "Exact" and values.get("training_iteration") != result.get("training_iteration"):
+            continue        # results repeat the latest evaluation; write it once, when it is new
         for key, value in values.items():
             v = _number(value)
             if v is not None:
