@@ -11,9 +11,11 @@ consecutive learner updates, one per minibatch (``num_total_minibatches``), and
             update (the Algorithm reports only those; each logged value costs time)}
 
 Only the active networks' losses are computed and only their optimizers step, so frozen
-networks stay bit-identical. Gradient clipping is RLlib's (``grad_clip``, per optimizer).
-A non-finite loss or gradient raises ``FloatingPointError`` or skips the update, as
-``on_nonfinite`` says; it never reaches the weights.
+networks stay bit-identical. Gradient clipping follows RLlib's ``grad_clip``/``grad_clip_by``
+per optimizer (per network); clipping by ``"global_norm"`` (the default) uses torch's fused
+``_foreach`` kernels with RLlib's formula, and the finiteness of the same norms decides
+``on_nonfinite``. A non-finite loss or gradient raises ``FloatingPointError`` or skips the
+update, as ``on_nonfinite`` says; it never reaches the weights.
 """
 from __future__ import annotations
 
@@ -97,6 +99,36 @@ class EmpoTorchLearner(TorchLearner):
         self._skip = True
         self.metrics.log_value((module_id, "num_nonfinite_skips"), 1, reduce="lifetime_sum")
 
+    def postprocess_gradients_for_module(self, *, module_id, config=None, module_gradients_dict):
+        """Clip each active network's gradients by their global norm, as RLlib's
+        ``clip_gradients`` does (coefficient grad_clip / max(norm + 1e-6, grad_clip)), with
+        one fused norm and one fused multiply per network instead of a Python loop over
+        tensors; record whether every norm is finite for ``apply_gradients``. Clipping by
+        "value" or "norm" is left to RLlib."""
+        self._grads_finite = None
+        if config.grad_clip is not None and config.grad_clip_by != "global_norm":
+            return super().postprocess_gradients_for_module(
+                module_id=module_id, config=config, module_gradients_dict=module_gradients_dict)
+        finite = True
+        for name in self._active:
+            optimizer = self.get_optimizer(module_id, name)
+            grads = list(self.filter_param_dict_for_optimizer(module_gradients_dict,
+                                                              optimizer).values())
+            if not grads:
+                continue
+            norms = torch.stack(torch._foreach_norm(grads))
+            finite = finite and bool(torch.isfinite(norms).all())
+            total = torch.linalg.vector_norm(norms.nan_to_num(neginf=-10e8, posinf=10e8))
+            total = total.nan_to_num(neginf=-10e8, posinf=10e8)
+            if config.grad_clip is not None:
+                coeff = config.grad_clip / torch.clamp(total + 1e-6, min=config.grad_clip)
+                torch._foreach_mul_(grads, torch.clamp(coeff, max=1.0))
+            if self._log_stats or config.log_gradients:
+                self.metrics.log_value((module_id, f"gradients_{name}_global_norm"), total,
+                                       window=1)
+        self._grads_finite = finite
+        return dict(module_gradients_dict)
+
     def apply_gradients(self, gradients_dict) -> None:
         """Step only the active networks' optimizers (RLlib's default steps all of them),
         then make this update's target copies and move on to the call's next update."""
@@ -109,8 +141,11 @@ class EmpoTorchLearner(TorchLearner):
     def _step_active(self, gradients_dict) -> None:
         if self._skip or not gradients_dict:
             return
-        grads = [g for g in gradients_dict.values() if g is not None]
-        if grads and not torch.isfinite(torch.stack([g.norm() for g in grads]).sum()):
+        finite = getattr(self, "_grads_finite", None)
+        if finite is None:              # clipped by RLlib ("value"/"norm"): check here
+            grads = [g for g in gradients_dict.values() if g is not None]
+            finite = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+        if not finite:
             for module_id in self.module.keys():
                 self._nonfinite(module_id, "non-finite gradient")
             return

@@ -198,3 +198,71 @@ def test_nonfinite_skip_in_the_first_iteration(ray_session, monkeypatch):
             algo.config.updates_per_iteration
     finally:
         algo.stop()
+
+
+@pytest.mark.parametrize("grad_clip,clip_by", [(0.5, "global_norm"), (None, "global_norm"),
+                                               (0.01, "value")])
+def test_gradient_clipping_matches_rllib_per_network(ray_session, grad_clip, clip_by):
+    """The fused global-norm clipping gives RLlib's clip_gradients result for every active
+    network's gradients (each network clipped on its own); "value" is RLlib's own."""
+    from ray.rllib.utils.torch_utils import clip_gradients
+    algo = small_config(warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
+                        beta_r_rampup_steps=0, grad_clip=grad_clip,
+                        grad_clip_by=clip_by).build_algo()
+    try:
+        lrn, cfg = learner(algo), algo.config
+        module = learner_module(algo)
+        lrn._active = tuple(module.network_names)
+        lrn._log_stats = True
+        g = torch.Generator().manual_seed(0)
+        grads = {ref: 10.0 * torch.randn(p.shape, generator=g) for ref, p in lrn._params.items()}
+        expected = {ref: v.clone() for ref, v in grads.items()}
+        for name in module.network_names:
+            part = lrn.filter_param_dict_for_optimizer(expected, lrn.get_optimizer(
+                DEFAULT_MODULE_ID, name))
+            if grad_clip is not None:
+                clip_gradients(part, grad_clip=grad_clip, grad_clip_by=clip_by)
+                expected.update(part)           # "value" replaces the tensors in the dict
+        out = lrn.postprocess_gradients_for_module(module_id=DEFAULT_MODULE_ID, config=cfg,
+                                                   module_gradients_dict=grads)
+        assert out.keys() == expected.keys()
+        for ref in expected:
+            torch.testing.assert_close(out[ref], expected[ref], rtol=1e-5, atol=1e-7)
+        if grad_clip is not None and clip_by == "global_norm":
+            for name in module.network_names:
+                part = lrn.filter_param_dict_for_optimizer(out, lrn.get_optimizer(
+                    DEFAULT_MODULE_ID, name))
+                norm = torch.linalg.vector_norm(torch.stack([v.norm() for v in part.values()]))
+                assert norm <= grad_clip * (1 + 1e-5)
+        if grad_clip is None:                   # unclipped: the gradients pass unchanged
+            assert all(torch.equal(out[r], grads[r]) for r in grads)
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
+def test_nonfinite_gradient_with_a_finite_loss(ray_session, on_nonfinite):
+    """A NaN gradient (finite loss) is caught by the clipping norms: raise, or skip the
+    update and count it; no weight moves either way, and training resumes afterwards."""
+    algo = build(ray_session, on_nonfinite=on_nonfinite, warmup_v_h_e_steps=0,
+                 warmup_x_h_steps=0, warmup_q_r_steps=0, beta_r_rampup_steps=0)
+    try:
+        algo.train()
+        param = next(learner_module(algo).q_r.parameters())
+        hook = param.register_hook(lambda g: g * float("nan"))
+        before = snapshot(algo)
+        if on_nonfinite == "raise":
+            with pytest.raises(FloatingPointError, match="non-finite gradient"):
+                algo.train()
+        else:
+            result = algo.train()
+            assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == \
+                algo.config.updates_per_iteration
+        assert changed_networks(before, snapshot(algo)) == set()
+        hook.remove()
+        if on_nonfinite == "skip":
+            after = snapshot(algo)
+            algo.train()
+            assert "q_r" in changed_networks(after, snapshot(algo))
+    finally:
+        algo.stop()
