@@ -128,6 +128,7 @@ def soak_lines(path: Path) -> list[str]:
         return ["", "## 6. Long-run stability (soak)", "", "Not recorded yet: run "
                 "`python -m benchmarks.soak --out benchmarks/soak.json`, then "
                 "`python -m benchmarks.run_all --render`."]
+    from benchmarks.soak import FIDELITY_SLACK
     rec = json.loads(path.read_text())
     r, s = rec["record"], rec["summary"]
     m, t, f = s.get("memory") or {}, s.get("time_per_iteration") or {}, s["fidelity"]
@@ -153,7 +154,8 @@ def soak_lines(path: Path) -> list[str]:
          verdict[f.get("no_degradation")],
          "worst afterwards: " + ", ".join(f"{k} {v:.4f}" for k, v in
                                           (f.get("worst_after_reaching") or {}).items())
-         + f" (bars {f['bars']}; a value above {2:g}x a bar would count as degraded); final: "
+         + f" (bars {f['bars']}; a value above {FIDELITY_SLACK:g}x a bar would count as "
+           "degraded); final: "
          + ", ".join(f"{k} {v:.4g}" for k, v in (f.get("final") or {}).items())),
     ]
     out = ["", "## 6. Long-run stability (soak)", "",

@@ -120,7 +120,23 @@ def _performance() -> str:
             f"the fidelity bars at s0 are reached after {per_seed} s (3 seeds); a 100,000-row "
             f"rock_gate buffer takes {r['buffer_rss_mb_100k_rock_gate']:,.0f} MiB; the exact "
             f"solver needs {r['exact_1e5_states_s_rock_gate']:.0f} s for the first rock_gate "
-            "variant with more than 10^5 states.")
+            "variant with more than 10^5 states." + _soak_sentence())
+
+
+def _soak_sentence() -> str:
+    import json
+    path = BENCHMARKS / "soak.json"
+    if not path.exists():
+        return ""
+    rec = json.loads(path.read_text())
+    r, s = rec["record"], rec["summary"]
+    m, t, f = s["memory"], s["time_per_iteration"], s["fidelity"]
+    return (f" A {r['minutes']:g}-minute soak run ({s['final_num_updates']:,} updates) kept "
+            f"memory flat once the buffer was full ({m['growth_mb']:+.1f} MB), time per "
+            f"iteration steady (x{t['ratio']:.2f} from the first to the last quarter), and after "
+            f"first meeting the s0 fidelity bars at {f['reached_at_s']:.0f} s its s0 figures "
+            f"stayed at most {max(f['worst_after_reaching'].values()):.3f} (final mean TV over "
+            f"states {f['final']['mean_tv_pi_r']:.4f}); section 6 of RESULTS.md.")
 
 
 def _table_cost() -> str:
