@@ -66,12 +66,10 @@ FIDELITY_RUN = BENCHMARKS / "fidelity_run.json"       # python benchmarks/fideli
 RESULTS = BENCHMARKS / "results.json"                 # python -m benchmarks.run_all
 
 
-def _benchmarks():
-    """Import the repository's benchmarks package (a top-level folder, not installed)."""
+def _benchmarks() -> None:
+    """Make the repository's benchmarks package (a top-level folder, not installed) importable."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    import benchmarks
-    return benchmarks
 
 
 def _fidelity() -> str:

@@ -39,6 +39,7 @@ class EmpoTorchLearner(TorchLearner):
         self._active: tuple[str, ...] = ()
         self._beta_r = 0.0
         self._skip = False
+        self._grads_finite = None      # set by postprocess_gradients_for_module (global norm)
 
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
         module = self._module[module_id].unwrapped()
@@ -141,7 +142,7 @@ class EmpoTorchLearner(TorchLearner):
     def _step_active(self, gradients_dict) -> None:
         if self._skip or not gradients_dict:
             return
-        finite = getattr(self, "_grads_finite", None)
+        finite = self._grads_finite
         if finite is None:              # clipped by RLlib ("value"/"norm"): check here
             grads = [g for g in gradients_dict.values() if g is not None]
             finite = not grads or bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
