@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-all bench fidelity clean
+.PHONY: demo test test-all bench fidelity docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,9 @@ bench: $(STAMP)
 
 fidelity: $(STAMP)
 	$(PY) benchmarks/fidelity.py
+
+docs: $(STAMP)
+	$(PY) -m tools.gen_docs
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2, default=float)
-        from rllib_empo import docs
+        from tools import gen_docs as docs
         if os.path.abspath(args.json) == str(docs.FIDELITY_RUN):
             docs.update(docs.ROOT / "README.md")     # the README quotes this run
     return 0

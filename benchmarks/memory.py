@@ -57,8 +57,8 @@ def _buffer_rss_child(world: str, capacity: int, distinct_rows: int) -> dict:
     """Runs in a fresh interpreter: RSS before and after filling the buffer."""
     import numpy as np
     from benchmarks.sampling import make_env
-    from rllib_empo.buffer import TransitionBuffer
-    from rllib_empo.tables import stack_rows
+    from rllib_empo.algorithm.buffer import TransitionBuffer
+    from rllib_empo.algorithm.tables import stack_rows
     env = make_env(world)
     rng = np.random.default_rng(0)
     rows = []

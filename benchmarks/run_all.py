@@ -114,10 +114,10 @@ def headline_lines(results: dict) -> list[str]:
 
 
 def update_readme(out_dir: Path) -> None:
-    """Regenerate the README's sections quoting these figures (rllib_empo.docs), when the
+    """Regenerate the README's sections quoting these figures (tools.gen_docs), when the
     files written are the repository's own."""
     if out_dir.resolve() == HERE:
-        from rllib_empo import docs
+        from tools import gen_docs as docs
         docs.update(HERE.parent / "README.md")
 
 

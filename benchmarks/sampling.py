@@ -146,7 +146,7 @@ def measure_real_path(world: str, nr: int, ne: int, fragment: int, repeats: int,
 # ---------------------------------------------------------------- bare env and rows
 def make_env(world: str, seed: int = 0):
     """A bare EmpoEnv with the settings the algorithm's default config injects."""
-    from rllib_empo.env import EmpoEnv
+    from rllib_empo.algorithm.env import EmpoEnv
     cfg = sampling_config(world)
     env = EmpoEnv({**dict(cfg.env_config), "world": world, "empo": cfg.empo_env_settings()})
     env.reset(seed=seed)
@@ -187,11 +187,11 @@ def measure_bare_env(world: str, chunk: int, repeats: int) -> dict:
 
 def measure_row_cost(world: str, max_states: int) -> dict:
     """Seconds per row of a cold TableBuilder (cache misses) and of a warm one (hits)."""
-    from rllib_empo.tables import TableBuilder
+    from rllib_empo.algorithm.tables import TableBuilder
     env = make_env(world)
     rng = np.random.default_rng(1)
     if world == "rock_gate":
-        from rllib_empo.statespace import StateGraph
+        from rllib_empo.exact.statespace import StateGraph
         g = StateGraph(env.world)
         items = [(s, None) for s, t in zip(g.states, g.terminal) if not t][:max_states]
     else:

@@ -38,17 +38,16 @@ WORLD_CASES = [
     ("crowd h=3 r=1", "crowd", {"num_humans": 3}, {}),
     ("crowd h=2 r=2", "crowd", {"num_robots": 2}, {}),
 ]
-ENV_IDS = {"corridor": "rllib_empo/Corridor-v0", "rock_gate": "rllib_empo/RockGate-v0",
-           "crowd": "rllib_empo/Crowd-v0"}
 
 
 # ---------------------------------------------------------------- A: per-world costs
 def world_config(world: str, env_config: dict, nr: int = 0, fragment: int = 100, **training):
     from rllib_empo import EmpoConfig
+    from rllib_empo.algorithm.env import env_id
     extra = {"prior": "heuristic"} if world == "crowd" else {}
     train = {"sum_human_actions": False} if world == "crowd" else {}
     return (EmpoConfig()
-            .environment(ENV_IDS[world], env_config={**extra, **env_config})
+            .environment(env_id(world), env_config={**extra, **env_config})
             .env_runners(num_env_runners=nr, rollout_fragment_length=fragment)
             .training(**{**train, **training})
             .debugging(seed=0)
@@ -111,7 +110,7 @@ def _exact_child(family: str, size: int, in_process: bool = False) -> dict:
     from benchmarks.common import peak_rss_mb, rss_mb
     from rllib_empo.exact import solve
     from rllib_empo.humans import BoltzmannHumanPrior
-    from rllib_empo.statespace import StateGraph
+    from rllib_empo.exact.statespace import StateGraph
     world = make_exact_world(family, size)
     base = rss_mb()
     c0 = time.process_time()

@@ -37,10 +37,3 @@ class RoomWorld(GridWorld):
         corners = [(1, 1), (width, 1), (1, height), (width, height)]
         humans = [grid.mark(m) for m in "ABC"[:num_humans]]
         self._setup(grid, [grid.mark("R")], humans, horizon, [corners] * num_humans)
-
-    def transition_probabilities(self, state, joint_action):
-        if state[0] == 0:
-            return None
-        cells = list(state[1:])
-        self._move_agents(cells, joint_action)
-        return [(1.0, (state[0] - 1, *cells))]

@@ -29,8 +29,9 @@ import time
 import ray
 
 from rllib_empo import EmpoConfig
-from rllib_empo.callbacks import IterationTimes
-from rllib_empo.env import ENV_IDS
+from rllib_empo.algorithm.callbacks import IterationTimes
+from rllib_empo.algorithm.env import env_id
+from rllib_empo.worlds import WORLDS
 
 
 def main(argv=None) -> None:
@@ -43,7 +44,7 @@ def main(argv=None) -> None:
     p.add_argument("--num-envs-per-env-runner", type=int, default=1)
     p.add_argument("--rollout-fragment-length", type=int, default=50)
     p.add_argument("--iterations", type=int, default=3 if fast else 20)
-    p.add_argument("--world", default="rock_gate", choices=sorted(ENV_IDS))
+    p.add_argument("--world", default="rock_gate", choices=sorted(WORLDS))
     args = p.parse_args(argv)
 
     if args.address or os.environ.get("RAY_ADDRESS"):
@@ -54,7 +55,7 @@ def main(argv=None) -> None:
     print(f"cluster: {len(ray.nodes())} node(s), {ray.cluster_resources().get('CPU', 0):g} CPUs")
 
     config = (EmpoConfig()
-              .environment(ENV_IDS[args.world])
+              .environment(env_id(args.world))
               .env_runners(num_env_runners=args.num_env_runners,
                            num_envs_per_env_runner=args.num_envs_per_env_runner,
                            rollout_fragment_length=args.rollout_fragment_length)

@@ -2,19 +2,19 @@
 lists exactly the metrics a real run logs."""
 from pathlib import Path
 
-from rllib_empo import docs
+from tools import gen_docs as docs
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
 def test_readme_sections_match_the_code():
     assert docs.update(README, check=True) == [], \
-        "README is out of date: run `python -m rllib_empo.docs`"
+        "README is out of date: run `python -m tools.gen_docs`"
 
 
 def test_metrics_table_matches_a_real_result(ray_session):
     from conftest import small_config
-    from rllib_empo.algorithm import METRICS
+    from rllib_empo.algorithm.metrics import METRICS
     algo = small_config(exact_eval_interval=1).build_algo()
     try:
         result = {}

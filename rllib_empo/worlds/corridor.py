@@ -59,13 +59,9 @@ class CorridorWorld(GridWorld):
 
     def transition_probabilities(self, state, joint_action):
         steps_left = state[0]
-        if steps_left == 0:
-            return None
         movers = [h for h in self.human_agent_indices if joint_action[h]]
-        if self.slip == 0.0 or not movers:
-            cells = list(state[1:])
-            self._move_agents(cells, joint_action)
-            return [(1.0, (steps_left - 1, *cells))]
+        if steps_left == 0 or self.slip == 0.0 or not movers:
+            return super().transition_probabilities(state, joint_action)
         out: dict[tuple, float] = {}
         for slipped in itertools.product((False, True), repeat=len(movers)):
             actions = list(joint_action)

@@ -76,13 +76,6 @@ class CrowdWorld(GridWorld):
         humans = [grid.mark(m) for m in "123"[:num_humans]]
         self._setup(grid, robots, humans, horizon, [GOAL_CELLS] * num_humans)
 
-    def transition_probabilities(self, state, joint_action):
-        if state[0] == 0:
-            return None
-        cells = list(state[1:])
-        self._move_agents(cells, joint_action)
-        return [(1.0, (state[0] - 1, *cells))]
-
     # --- the counting argument ----------------------------------------------------------
     def _shortest_paths(self, start: int) -> tuple[np.ndarray, np.ndarray]:
         """paths[t, c]: cell c lies on the BFS-tree path from ``start`` to t; dist[t]."""

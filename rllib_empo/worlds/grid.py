@@ -1,5 +1,5 @@
 """Shared machinery of the built-in gridworlds: layout parsing, move tables, distances,
-the reach-a-cell goal, encodings and text rendering.
+the reach-a-cell goal, deterministic moves, encodings and text rendering.
 
 Coordinates are ``(x, y)`` with x growing to the right and y growing *down* (row index of
 the ASCII layout). Actions, the same for every agent:
@@ -128,8 +128,8 @@ class ReachGoal:
 
 
 class GridWorld:
-    """Everything a built-in world shares; a subclass sets up the layout and implements
-    ``transition_probabilities``. Members beyond the World protocol (``horizon``,
+    """Everything a built-in world shares; a subclass sets up the layout (``_setup``) and
+    overrides ``transition_probabilities`` when its moves are not the plain ones. Members beyond the World protocol (``horizon``,
     ``grid_shape``, ``human_cell``, ``goal_cell``, ``goal_distance_after``,
     ``max_successors``) are used by the heuristic prior and by padded successor tables.
 
@@ -139,7 +139,7 @@ class GridWorld:
 
     name = "grid"
     num_actions = NUM_ACTIONS
-    # The human prior an env builds when its config names none (read by rllib_empo.env):
+    # The human prior an env builds when its config names none (read by rllib_empo.algorithm.env):
     # the exact phase-1 prior where the world is small enough to enumerate.
     default_prior = "boltzmann"
 
@@ -199,6 +199,15 @@ class GridWorld:
                     cells[i] = target
 
     # --- World protocol -------------------------------------------------------------------
+    def transition_probabilities(self, state, joint_action):
+        """Deterministic moves by the shared rules (:meth:`_move_agents`); None once the time
+        is up. Worlds with objects or noise override this."""
+        if state[0] == 0:
+            return None
+        cells = list(state[1:])
+        self._move_agents(cells, joint_action)
+        return [(1.0, (state[0] - 1, *cells))]
+
     def initial_state(self) -> tuple:
         return self._s0
 

@@ -1,0 +1,61 @@
+"""The scalars ``Empo`` logs into every ``train()`` result, declared once.
+
+:data:`METRICS` is the table the README's "Metrics" section is generated from (a test checks
+it against a real result); :func:`log_iteration` and :func:`log_exact_fidelity` log them into
+the algorithm's MetricsLogger at the end of each ``training_step``. ``<net>`` stands for each
+existing network.
+"""
+from __future__ import annotations
+
+METRICS = (
+    ("Warmup/stage", "warm-up stage id 0-6 at the end of the iteration (skipped stages keep their ids)"),
+    ("Warmup/stage_transition", "1.0 in an iteration in which the stage changed, else 0.0"),
+    ("Warmup/effective_beta_r", "beta_r of the current step (0 in warm-up, ramped, then nominal)"),
+    ("Warmup/is_warmup", "1.0 before the ramp starts (steps < E4)"),
+    ("Warmup/is_rampup", "1.0 during the beta_r ramp"),
+    ("Warmup/active_networks_mask", "bit i set when network i of (v_h_e, x_h, u_r, q_r, v_r) is trained"),
+    ("Warmup/num_updates", "learner updates so far (the schedule's step)"),
+    ("Warmup/num_buffer_clears", "replay-buffer clears so far"),
+    ("Warmup/epsilon", "the robot's epsilon-exploration on the EnvRunners"),
+    ("LearningRate/<net>", "learning rate of the last update"),
+    ("Loss/<net>", "loss of the last update (iterations with an update, active networks)"),
+    ("Prediction/<net>", "mean prediction of the last update's batch"),
+    ("Target/<net>", "mean target of the last update's batch"),
+    ("Buffer/size", "rows in the replay buffer"),
+    ("Buffer/num_added", "rows ever added"),
+    ("Buffer/bytes_per_row", "bytes one row (one env step's successor table) occupies"),
+    ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
+                       "of the latest evaluation, made every exact_eval_interval iterations; "
+                       "Exact/training_iteration says which"),
+)
+
+_GROUPS = {"loss": "Loss", "prediction": "Prediction", "target": "Target"}
+
+
+def log_iteration(metrics, schedule, counters: dict, buffer, transition: bool,
+                  update_stats: dict) -> None:
+    """Log the Warmup/, LearningRate/, Buffer/ scalars of the current step and the
+    ``update_stats`` (``loss_<net>`` ... of the iteration's last update; empty without one)."""
+    t = counters["num_updates"]
+    log = metrics.log_value
+    for key, value in schedule.as_dict(t).items():
+        log(("Warmup", key), value, reduce="item")
+    log(("Warmup", "stage_transition"), float(transition), reduce="item")
+    log(("Warmup", "num_updates"), t, reduce="item")
+    log(("Warmup", "num_buffer_clears"), counters["num_buffer_clears"], reduce="item")
+    log(("Warmup", "epsilon"), schedule.epsilon_at(t), reduce="item")
+    for n in sorted(schedule.existing_networks):
+        log(("LearningRate", n), schedule.learning_rate(n, max(t - 1, 0)), reduce="item")
+    log(("Buffer", "size"), len(buffer), reduce="item")
+    log(("Buffer", "num_added"), buffer.num_added, reduce="item")
+    log(("Buffer", "bytes_per_row"), buffer.bytes_per_row, reduce="item")
+    for key, value in update_stats.items():
+        stat, net = key.split("_", 1)
+        log((_GROUPS[stat], net), value, reduce="item")
+
+
+def log_exact_fidelity(metrics, figures) -> None:
+    """Every result from the first evaluation on carries the latest one (a Tune metric must
+    be in every result); checkpoints keep it with the counters."""
+    for key, value in (figures or {}).items():
+        metrics.log_value(("Exact", key), value, reduce="item")

@@ -1,0 +1,200 @@
+"""``rllib-empo``: train, solve, compare, plot and render from the command line.
+
+    rllib-empo train   --world rock_gate --beta-r 10 --iterations 300 --out runs/rg
+    rllib-empo solve   --world rock_gate --world-arg horizon=8
+    rllib-empo compare runs/rg/checkpoint
+    rllib-empo plot    runs/rg                      # PNGs next to the run's progress.jsonl
+    rllib-empo render  runs/rg/checkpoint --episodes 1
+
+``train`` takes every EmpoConfig field as a flag (``--beta-r 10``, ``--warmup-v-h-e-steps 200``,
+``--x-h-use-network false``, ``--hidden-sizes 64,64``, ``--epsilon '[[0,0.5],[1000,0.05]]'``),
+prints one line per iteration (stage, beta_r, losses), and writes into ``--out``:
+``progress.jsonl`` (one row per iteration, the TensorBoard scalars), ``run.json`` (command line
+and stage boundaries), ``tensorboard/`` (unless ``--tensorboard-dir none``) and ``checkpoint/``
+at the end (also after Ctrl-C).
+
+Mistakes in the arguments (an unknown flag, a value out of range, an unknown world, a missing
+checkpoint) print one line ``rllib-empo: error: ...`` on stderr and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from rllib_empo.algorithm.fields import FIELDS
+from rllib_empo.theory.params import EmpoParams
+
+PROG = "rllib-empo"
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """A mistake in the command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):                       # one line, no usage block
+        raise UsageError(message)
+
+
+# ------------------------------------------------------------------ value parsers
+def _bool(text: str) -> bool:
+    t = str(text).strip().lower()
+    if t in ("1", "true", "yes", "on", "y"):
+        return True
+    if t in ("0", "false", "no", "off", "n"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
+def _none_or(parse):
+    def p(text: str):
+        return None if str(text).strip().lower() in ("none", "null", "") else parse(text)
+    p.__name__ = getattr(parse, "__name__", "value")
+    return p
+
+
+def _int_tuple(text: str) -> tuple:
+    try:
+        return tuple(int(x) for x in str(text).replace(" ", "").split(",") if x)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated ints like 64,64, got {text!r}")
+
+
+def _epsilon(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        raise argparse.ArgumentTypeError(
+            f"expected a float or a JSON list of [step, value] pairs, got {text!r}")
+    if not isinstance(value, list):
+        raise argparse.ArgumentTypeError(f"expected a float or a JSON list, got {text!r}")
+    return [tuple(p) if isinstance(p, list) else p for p in value]
+
+
+def _literal(text: str) -> Any:
+    """World arguments: JSON values (3, 0.5, true, "x", [1,2]); anything else is a str."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _field_parser(field):
+    d = field.default
+    if field.name == "epsilon":
+        return _epsilon
+    if field.name == "hidden_sizes":
+        return _int_tuple
+    if field.name == "tensorboard_dir":
+        return str                                  # "none" disables (see _fields)
+    if isinstance(d, bool):
+        return _bool
+    if isinstance(d, int):
+        return int
+    if isinstance(d, float):
+        return float
+    if d is None:                                   # learning_starts, max_successors
+        return _none_or(int)
+    return str
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+# ------------------------------------------------------------------ arguments
+EQUATION_FIELDS = EmpoParams.names()      # the flags of ``solve``
+
+
+def _add_world_args(p) -> None:
+    g = p.add_argument_group("world")
+    g.add_argument("--world", default="rock_gate",
+                   help="world name (rock_gate, corridor, crowd, or one registered by --import)")
+    g.add_argument("--world-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="world constructor argument, e.g. horizon=8 (repeatable)")
+    g.add_argument("--prior", default=None, choices=("boltzmann", "uniform", "heuristic"),
+                   help="human prior (default: the world's default)")
+    g.add_argument("--beta-h", type=float, default=None, help="concentration of the human prior")
+    g.add_argument("--import", dest="imports", action="append", default=[], metavar="MODULE",
+                   help="import MODULE first (e.g. one that calls register_world)")
+
+
+def _add_field_args(p, names=None) -> None:
+    g = p.add_argument_group("EmpoConfig fields (defaults: see `rllib-empo train --help`)")
+    for f in FIELDS:
+        if names is not None and f.name not in names:
+            continue
+        extra = dict(nargs="?", const=True, metavar="BOOL") if isinstance(f.default, bool) \
+            else dict(metavar="V")
+        g.add_argument(_flag(f.name), dest=f"field_{f.name}", type=_field_parser(f),
+                       default=None, help=f"{f.doc} Default {f.default!r}.".replace("%", "%%"),
+                       **extra)
+
+
+def _add_ray_args(p) -> None:
+    g = p.add_argument_group("ray")
+    g.add_argument("--address", default=None,
+                   help="Ray cluster address (default: start a local Ray)")
+    g.add_argument("--num-cpus", type=int, default=None, help="CPUs of a local Ray")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog=PROG, description="EMPO phase 2 on RLlib: train, solve, compare, plot, "
+                                       "render.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    t = sub.add_parser("train", help="train on a world; progress, TensorBoard, checkpoint")
+    _add_world_args(t)
+    g = t.add_argument_group("run")
+    g.add_argument("--iterations", type=int, default=100, help="train() calls (default 100)")
+    g.add_argument("--updates", type=int, default=None,
+                   help="stop once this many learner updates are done (overrides --iterations)")
+    g.add_argument("--out", default=None, help="output directory (default runs/<world>-<time>)")
+    g.add_argument("--num-env-runners", type=int, default=0)
+    g.add_argument("--num-envs-per-env-runner", type=int, default=1)
+    g.add_argument("--rollout-fragment-length", type=int, default=None)
+    g.add_argument("--train-batch-size", type=int, default=None,
+                   help="train_batch_size_per_learner (default 64)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--compare", action="store_true",
+                   help="at the end, compare with the exact solution (small worlds)")
+    g.add_argument("--quiet", action="store_true", help="no per-iteration lines")
+    _add_ray_args(t)
+    _add_field_args(t)
+
+    s = sub.add_parser("solve", help="exact solution of a small world")
+    _add_world_args(s)
+    s.add_argument("--max-states", type=int, default=200_000)
+    _add_field_args(s, EQUATION_FIELDS)
+
+    c = sub.add_parser("compare", help="a checkpoint against the exact solution")
+    c.add_argument("checkpoint")
+    c.add_argument("--json", action="store_true", help="print the figures as JSON")
+    _add_ray_args(c)
+
+    pl = sub.add_parser("plot", help="PNG plots of a run")
+    pl.add_argument("run", help="run directory (with progress.jsonl) or a progress.jsonl file")
+    pl.add_argument("--checkpoint", default=None,
+                    help="checkpoint for the learned-vs-exact and heat-map plots "
+                         "(default: <run>/checkpoint if present)")
+    pl.add_argument("--out", default=None, help="directory for the PNGs (default: the run's)")
+    pl.add_argument("--quantity", default="x_h", choices=("x_h", "v_r"))
+    pl.add_argument("--human", type=int, default=0, help="position in human_agent_indices")
+    pl.add_argument("--episodes", type=int, default=50,
+                    help="rollouts for the heat map when the world is too large to solve")
+    _add_ray_args(pl)
+
+    r = sub.add_parser("render", help="text frames of a rollout of the learned policy")
+    r.add_argument("checkpoint")
+    r.add_argument("--episodes", type=int, default=1)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--max-steps", type=int, default=200)
+    _add_ray_args(r)
+    return p

@@ -1,0 +1,56 @@
+"""How close a learned solution is to the exact one.
+
+``compare_to_exact(learned, solution)`` takes anything that evaluates learned values on raw
+world states (an ``Empo`` algorithm, or any object with the same two methods):
+
+- ``learned.values(states)`` -> dict of arrays ``q_r`` [N, A_r], ``pi_r`` [N, A_r] (at the
+  nominal beta_r), ``v_r`` [N], ``x_h`` [N, H];
+- ``learned.v_h_e_values(items)`` -> array [N] for ``(state, human position, goal)`` triples.
+
+and reports, over the reachable non-terminal states of ``solution``:
+
+- ``tv_pi_r_s0``: total-variation distance of pi_r at the initial state;
+- ``v_r_s0_rel_error``: |V_r - V_r*| / |V_r*| at the initial state;
+- ``mean_tv_pi_r`` / ``max_tv_pi_r``: TV of pi_r over the states;
+- ``argmax_agreement``: share of the states with a unique exact best action where the learned
+  policy's most likely action is the exact one (NaN when no state has a unique best action);
+- ``mean_abs_v_h_e_error``: mean |V_h^e - V_h^e*| over (state, human, possible goal);
+- ``mean_abs_x_h_error`` and ``q_r_s0_max_rel_error``; ``num_states``.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def compare_to_exact(learned, solution) -> dict:
+    """Fidelity of ``learned`` against ``exact.solve(...)`` (module docstring)."""
+    graph = solution.graph
+    idx = np.flatnonzero(~graph.terminal)
+    states = [graph.states[i] for i in idx]
+    values = learned.values(states)
+    pi_exact = solution.PI[idx]
+    tv = 0.5 * np.abs(values["pi_r"] - pi_exact).sum(-1)
+    s0 = int(np.flatnonzero(idx == 0)[0])
+    srt = np.sort(pi_exact, axis=-1)
+    unique = srt[:, -1] - srt[:, -2] > 1e-9 if pi_exact.shape[1] > 1 else np.ones(len(idx), bool)
+    agree = values["pi_r"].argmax(-1) == pi_exact.argmax(-1)
+    items, exact_v = [], []
+    for pos, h in enumerate(graph.humans):
+        _, W, _ = graph.goal_space(h)
+        for i in idx:
+            for g in np.flatnonzero(W[i] > 0):
+                items.append((graph.states[i], pos, solution.goals[h][g]))
+                exact_v.append(solution.V_HE[h][i, g])
+    v_err = np.abs(learned.v_h_e_values(items) - np.array(exact_v))
+    q0, q0_exact = values["q_r"][s0], solution.Q[0]
+    return {
+        "tv_pi_r_s0": float(tv[s0]),
+        "v_r_s0_rel_error": float(abs(values["v_r"][s0] - solution.V_R[0]) / abs(solution.V_R[0])),
+        "mean_tv_pi_r": float(tv.mean()),
+        "max_tv_pi_r": float(tv.max()),
+        "argmax_agreement": float(agree[unique].mean()) if unique.any() else float("nan"),
+        "mean_abs_v_h_e_error": float(v_err.mean()),
+        "mean_abs_x_h_error": float(np.abs(values["x_h"] - solution.X_H[idx]).mean()),
+        "q_r_s0_max_rel_error": float(np.max(np.abs(q0 - q0_exact) / np.abs(q0_exact))),
+        "num_states": int(len(idx)),
+    }

@@ -1,0 +1,235 @@
+"""EmpoEnv: the gymnasium env over a World that the EnvRunners step."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from rllib_empo.algorithm.env import EmpoEnv, EmpoRow
+from rllib_empo.worlds.protocol import WorldProtocolError
+
+CASES = {
+    "rock_gate": {"world": "rock_gate"},
+    "corridor_slip": {"world": "corridor", "num_humans": 2, "slip": 0.25},
+    "crowd_sampled_humans": {"world": "crowd", "prior": "heuristic",
+                             "empo": {"sum_human_actions": False}},
+    "rock_gate_sampled": {"world": "rock_gate", "empo": {"use_model_based_targets": False}},
+    "corridor_sampled": {"world": "corridor", "slip": 0.25,
+                         "empo": {"use_model_based_targets": False}},
+}
+
+
+def rollout(env, n_steps, seed=0):
+    """(state, goals, action, obs, reward, terminated, truncated, info, next state) per step;
+    states, goals and observations read from the env."""
+    rng = np.random.default_rng(seed)
+    obs, info = env.reset(seed=seed)
+    assert info == {}
+    steps = []
+    for _ in range(n_steps):
+        s, goals, prev_obs = env.get_state(), list(env.goals), obs
+        a = int(rng.integers(env.action_space.n))
+        obs, r, term, trunc, info = env.step(a)
+        steps.append(dict(state=s, goals=goals, action=a, prev_obs=prev_obs, obs=obs, reward=r,
+                          terminated=term, truncated=trunc, info=info, next=env.get_state(),
+                          next_goals=list(env.goals)))
+        if term:
+            obs, _ = env.reset()
+    return steps
+
+
+@pytest.fixture(scope="module", params=sorted(CASES))
+def case(request):
+    env = EmpoEnv(dict(CASES[request.param]))
+    return request.param, env, rollout(env, 60)
+
+
+def test_spaces(case):
+    _, env, _ = case
+    spec = env.table_spec
+    assert env.observation_space.shape == (spec.obs_dim,)
+    assert env.action_space.n == spec.num_robot_actions == \
+        env.world.num_actions ** len(env.world.robot_agent_indices)
+
+
+def test_observation_reward_termination(case):
+    name, env, steps = case
+    world = env.world
+    n_terminations = 0
+    for st in steps:
+        np.testing.assert_array_equal(st["prev_obs"], world.encode_state(st["state"]))
+        np.testing.assert_array_equal(st["obs"], world.encode_state(st["next"]))
+        assert st["obs"].dtype == np.float32 and env.observation_space.contains(st["obs"])
+        assert st["reward"] == 0.0
+        assert st["terminated"] == bool(world.is_terminal(st["next"]))
+        assert st["truncated"] is False
+        # the successor is a possible outcome of the world (checked loosely via time)
+        assert st["next"][0] == st["state"][0] - 1
+        n_terminations += st["terminated"]
+    assert n_terminations >= 1, "the rollout should span at least one episode end"
+    # the first state of every episode is the world's initial state (no exploring starts)
+    for prev, st in zip(steps, steps[1:]):
+        if prev["terminated"]:
+            assert st["state"] == world.initial_state()
+
+
+def test_row_shapes_and_normalisation(case):
+    name, env, steps = case
+    spec = env.table_spec
+    for st in steps:
+        row = st["info"]["empo"]
+        assert isinstance(row, EmpoRow)
+        cols = row.columns
+        assert {k: v.shape for k, v in cols.items()} == spec.shapes()
+        assert all(v.dtype == np.float32 for v in cols.values())
+        np.testing.assert_array_equal(cols["obs"], st["prev_obs"])
+        np.testing.assert_allclose(cols["goal_w"].sum(-1), 1.0, atol=1e-6)
+        if spec.mode != "sampled":
+            np.testing.assert_allclose(cols["probs"].sum(-1), 1.0, atol=1e-5)
+            real = cols["vhe_mask"] > 0
+            np.testing.assert_allclose(cols["vhe_probs"].sum(-1)[real], 1.0, atol=1e-5)
+            # the successor actually reached is one of the row's successors, with positive
+            # probability under the action taken
+            k = [i for i in range(spec.max_successors)
+                 if np.array_equal(cols["succ_obs"][i], st["obs"])]
+            assert len(k) == 1 and cols["probs"][st["action"], k[0]] > 0
+            assert cols["succ_terminal"][k[0]] == float(st["terminated"])
+        else:
+            expected = np.zeros((spec.num_robot_actions, 1), np.float32)
+            expected[st["action"], 0] = 1.0
+            np.testing.assert_array_equal(cols["probs"], expected)
+            np.testing.assert_array_equal(cols["succ_obs"][0], st["obs"])
+            assert cols["succ_terminal"][0] == float(st["terminated"])
+        if spec.mode != "sum":
+            # V_h^e is trained on the goals the humans held during the step
+            for i, g in enumerate(st["goals"]):
+                np.testing.assert_array_equal(cols["vhe_goal"][i, 0], env.world.encode_goal(g))
+                achieved = float(g.is_achieved(st["next"]))
+                if spec.mode == "sampled":
+                    assert cols["vhe_achieved"][i, 0, 0] == achieved
+                else:
+                    assert cols["vhe_achieved"][i, 0, k[0]] == achieved
+
+
+@pytest.mark.parametrize("a_r", [0, 1, 3])
+def test_sampled_successors_follow_the_table_at_the_initial_state(a_r):
+    """Right after reset the goals are drawn by weight, so the env's successor distribution
+    for a robot action is the row's goal-marginal probs[a_r] (eq. 4)."""
+    env = EmpoEnv({"world": "corridor", "num_humans": 2, "slip": 0.25})
+    n = 3000
+    counts, row = {}, None
+    for i in range(n):
+        env.reset(seed=i)
+        obs, _, _, _, info = env.step(a_r)
+        row = info["empo"].columns
+        counts[obs.tobytes()] = counts.get(obs.tobytes(), 0) + 1
+    p = {row["succ_obs"][k].tobytes(): float(row["probs"][a_r, k])
+         for k in range(env.table_spec.max_successors) if row["probs"][a_r, k] > 0}
+    assert set(counts) <= set(p)
+    assert len(p) > 1                    # stochastic: slip and human choices
+    tv = 0.5 * sum(abs(counts.get(key, 0) / n - q) for key, q in p.items())
+    assert tv < 0.05, tv
+
+
+def test_goals_are_resampled_after_achievement():
+    """A human whose goal is achieved in a non-terminal successor draws a new goal from
+    possible_goals (by weight); every other goal is kept."""
+    env = EmpoEnv({"world": "corridor", "num_humans": 2})
+    steps = rollout(env, 400, seed=1)
+    changed_after_achieved, n_achieved = 0, 0
+    for st in steps:
+        if st["terminated"]:
+            continue
+        for g, g2 in zip(st["goals"], st["next_goals"]):
+            if g.is_achieved(st["next"]):
+                n_achieved += 1
+                changed_after_achieved += g2 != g
+                assert g2 in [x for x, _ in env.world.possible_goals(st["next"], g.human)]
+            else:
+                assert g2 == g, "a goal not yet achieved must be kept"
+    assert n_achieved > 50
+    # 5 goals of weight 1/5: a fresh draw differs from the old goal 4/5 of the time
+    assert 0.6 < changed_after_achieved / n_achieved < 0.95
+
+
+def test_reset_draws_goals_by_weight():
+    env = EmpoEnv({"world": "corridor", "num_humans": 2})
+    counts = {}
+    for i in range(400):
+        env.reset(seed=i)
+        for g in env.goals:
+            counts[g] = counts.get(g, 0) + 1
+    # 2 humans x 5 corridor cells, uniform weights
+    assert len(counts) == 10
+    assert min(counts.values()) > 40 and max(counts.values()) < 120
+
+
+def test_reset_is_reproducible_with_a_seed_on_fresh_envs():
+    a = [(st["state"], st["action"], st["next"])
+         for st in rollout(EmpoEnv({"world": "corridor", "slip": 0.25}), 30, seed=7)]
+    b = [(st["state"], st["action"], st["next"])
+         for st in rollout(EmpoEnv({"world": "corridor", "slip": 0.25}), 30, seed=7)]
+    assert a == b
+
+
+def test_reset_with_a_seed_does_not_depend_on_history():
+    env = EmpoEnv({"world": "corridor", "slip": 0.25})
+    a = [(st["state"], st["action"], st["next"]) for st in rollout(env, 30, seed=7)]
+    b = [(st["state"], st["action"], st["next"]) for st in rollout(env, 30, seed=7)]
+    assert a == b
+
+
+@pytest.mark.parametrize("empo", [{}, {"sum_human_actions": False}])
+def test_more_successors_than_max_successors_raises(empo):
+    env = EmpoEnv({"world": "corridor", "num_humans": 2, "slip": 0.25,
+                   "empo": {"max_successors": 1, **empo}})
+    env.reset(seed=0)
+    with pytest.raises(WorldProtocolError, match="max_successors"):
+        for _ in range(5):          # the robot's actions alone give several successors
+            env.step(1)
+
+
+def test_exploring_starts_start_away_from_the_initial_state():
+    env = EmpoEnv({"world": "rock_gate", "empo": {"exploring_starts": 1.0}})
+    s0 = env.world.initial_state()
+    env.reset(seed=0)
+    assert env.get_state() == s0          # nothing seen yet: the initial state
+    env.step(0)                           # the successor table records states
+    starts = []
+    for _ in range(20):
+        obs, _ = env.reset()
+        starts.append(env.get_state())
+        np.testing.assert_array_equal(obs, env.world.encode_state(env.get_state()))
+        assert not env.world.is_terminal(env.get_state())
+        env.step(int(env.np_random.integers(5)))
+    assert all(s != s0 for s in starts)
+    assert len(set(starts)) > 3
+    # and without exploring starts every episode starts at s0
+    plain = EmpoEnv({"world": "rock_gate"})
+    plain.reset(seed=0)
+    plain.step(0)
+    for _ in range(5):
+        plain.reset()
+        assert plain.get_state() == s0
+
+
+def test_step_before_reset_raises():
+    with pytest.raises(RuntimeError, match="reset"):
+        EmpoEnv({"world": "rock_gate"}).step(0)
+
+
+def test_rock_gate_bytes_per_row_reported():
+    env = EmpoEnv({"world": "rock_gate"})
+    d = env.describe()
+    assert d["mode"] == "sum" and d["bytes_per_row"] == env.table_spec.bytes_per_row()
+    env.reset(seed=0)
+    row = env.step(0)[4]["empo"].columns
+    assert sum(v.nbytes for v in row.values()) == d["bytes_per_row"]
+    print(f"rock_gate bytes_per_row = {d['bytes_per_row']}")
+    assert d["bytes_per_row"] < 10_000      # 100k rows fit in 1 GiB
+
+
+def test_bad_env_config():
+    with pytest.raises(ValueError, match="world"):
+        EmpoEnv({})
+    with pytest.raises(ValueError, match="prior"):
+        EmpoEnv({"world": "rock_gate", "prior": "nope"})

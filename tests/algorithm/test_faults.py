@@ -1,0 +1,254 @@
+"""Faults: lost EnvRunners, checkpoints at stage boundaries, and world errors on remote runners.
+
+Findings (RLlib 2.60, ``Empo._sample`` with ``foreach_env_runner(..., healthy_only=True)``):
+
+- With ``.fault_tolerance(restart_failed_env_runners=True)`` an EnvRunner process that dies --
+  killed between iterations, or *during* the ``sample_rows`` call (tested) -- is handled inside
+  ``foreach_env_runner``: the ``RayActorError``/``ActorUnavailableError`` is logged and
+  ignored, the runner is marked unhealthy, and the call returns the healthy runners' rows
+  only (none at all if every runner died -- seen in a manual run: the iteration then learns
+  from the buffer, and num_updates still advances by updates_per_iteration).
+  Ray restarts the actor process; ``Algorithm.restore_env_runners`` (run by ``Algorithm.step``
+  before every ``training_step``) pings it, marks it healthy and syncs the local EnvRunner's
+  state (connectors and q_r weights) into it. Empo's counters never depend on how many rows
+  arrived, so the warm-up schedule is unaffected.
+- beta_r and epsilon are plain module attributes, not part of the EnvRunner state that
+  ``restore_env_runners`` syncs, so ``Empo.restore_env_runners`` pushes them to a restored
+  runner at once.
+- Without fault tolerance, a lost runner raises ``ActorDiedError`` from ``train()``.
+- A *world* error on a remote runner is not a lost process: RLlib's actor ``apply()`` would
+  ``sys.exit(1)`` on it, so ``EmpoEnvRunner.sample_rows`` returns the WorldProtocolError in
+  place of the rows and ``Empo._sample`` raises it on the driver with the world's message.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import time
+
+import pytest
+import torch
+
+from _faulty_worlds import FaultyWorld
+from conftest import small_config
+from ray.rllib.core import DEFAULT_MODULE_ID
+
+from rllib_empo import Empo
+from rllib_empo.worlds.protocol import WorldProtocolError
+
+UPDATES = 4
+RESTART_TIMEOUT_S = 90
+
+
+def _snapshot(algo) -> dict:
+    learner = algo.learner_group._learner
+    return {k: v.detach().clone()
+            for k, v in learner.module[DEFAULT_MODULE_ID].state_dict().items()}
+
+
+def _same(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def killed_run(ray_session):
+    """Two remote EnvRunners with fault tolerance; one is SIGKILLed while Empo samples from
+    it; training goes on until it is back and both have sampled twice more."""
+    cfg = (small_config(warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
+                        beta_r_rampup_steps=8, updates_per_iteration=UPDATES,
+                        epsilon=[(0, 0.5), (1000, 0.05)])
+           .env_runners(num_env_runners=2, num_cpus_per_env_runner=0.5)
+           .fault_tolerance(restart_failed_env_runners=True))
+    algo = cfg.build_algo()
+    group = algo.env_runner_group
+    log = {"iterations": [], "restored": [], "schedule": algo.schedule}
+
+    def train(phase):
+        r = algo.train()
+        log["iterations"].append({
+            "phase": phase, "num_updates": r["Warmup"]["num_updates"],
+            "stage": r["Warmup"]["stage"], "beta_r": r["Warmup"]["effective_beta_r"],
+            "clears": r["Warmup"]["num_buffer_clears"], "num_added": r["Buffer"]["num_added"],
+            "healthy": group.num_healthy_remote_env_runners()})
+        return r
+
+    real_restore = algo.restore_env_runners
+
+    def restore_and_look(env_runner_group):
+        """Algorithm.step calls this before every training_step: look at the restored
+        runners as they will sample."""
+        restored = real_restore(env_runner_group)
+        if restored and env_runner_group is group:
+            t = algo._empo["num_updates"]
+            seen = group.foreach_env_runner(
+                lambda er: (er.worker_index, er.module.beta_r, er.module.epsilon,
+                            {k: v.clone() for k, v in er.module.state_dict().items()}),
+                remote_worker_ids=restored, local_env_runner=False)
+            learner_q_r = {k: v for k, v in _snapshot(algo).items() if k.startswith("q_r.")}
+            log["restored"] += [{"t": t, "index": i, "beta_r": b, "epsilon": e,
+                                 "q_r_synced": all(torch.equal(w[k], learner_q_r[k])
+                                                   for k in learner_q_r)}
+                                for i, b, e, w in seen]
+        return restored
+
+    algo.restore_env_runners = restore_and_look
+    try:
+        for _ in range(3):                          # t = 12: past the clear at E5 = 8, stage 6
+            train("before")
+        ids = group.healthy_env_runner_ids()
+        log["pids_before"] = dict(zip(ids, group.foreach_env_runner(
+            lambda er: os.getpid(), local_env_runner=False)))
+        victim = log["victim"] = ids[0]
+        # The runner's process is SIGKILLed in the middle of Empo._sample's foreach_env_runner
+        # call (a lambda, not a module-level function: it travels by value to the worker).
+        group.foreach_env_runner(
+            lambda er: setattr(er, "sample_rows", lambda **kw: os.kill(os.getpid(), signal.SIGKILL)),
+            remote_worker_ids=[victim], local_env_runner=False)
+        train("kill")
+        deadline, after = time.monotonic() + RESTART_TIMEOUT_S, 0
+        while after < 2:
+            if time.monotonic() > deadline:
+                pytest.fail(f"EnvRunners not back after {RESTART_TIMEOUT_S} s: {log}")
+            train("after" if group.num_healthy_remote_env_runners() == 2 else "outage")
+            after += log["iterations"][-1]["phase"] == "after"
+        log["pids_after"] = dict(zip(group.healthy_env_runner_ids(), group.foreach_env_runner(
+            lambda er: os.getpid(), local_env_runner=False)))
+        log["restarts"] = group.num_remote_worker_restarts()
+        log["final"] = copy.deepcopy(algo._empo)
+        yield log
+    finally:
+        algo.stop()
+
+
+def test_training_continues_and_the_schedule_is_unaffected(killed_run):
+    its, sch = killed_run["iterations"], killed_run["schedule"]
+    # every train() did exactly UPDATES learner updates, outage included
+    assert [it["num_updates"] for it in its] == [UPDATES * (i + 1) for i in range(len(its))]
+    for it in its:
+        assert it["stage"] == sch.stage(it["num_updates"])
+        assert it["beta_r"] == pytest.approx(sch.effective_beta_r(it["num_updates"]))
+        assert it["clears"] == int(it["num_updates"] >= 8)   # the clear at E5 = 8, never again
+    assert killed_run["final"]["clears_done"] == list(sch.clear_points) == [8]
+
+
+def test_killed_env_runner_is_restarted_and_samples_again(killed_run):
+    its, victim = killed_run["iterations"], killed_run["victim"]
+    kill = next(i for i, it in enumerate(its) if it["phase"] == "kill")
+    assert its[kill]["healthy"] == 1
+    # while it is down, the healthy runner's rows keep coming
+    for prev, it in zip(its[kill - 1:], its[kill:]):
+        if it["phase"] in ("kill", "outage") and it["healthy"] == 1:
+            assert it["num_added"] - prev["num_added"] == 20
+    assert killed_run["restarts"] >= 1
+    before, after = killed_run["pids_before"], killed_run["pids_after"]
+    assert sorted(after) == sorted(before)                          # same runner indices ...
+    assert after[victim] != before[victim]                          # ... in a new process
+    assert all(after[i] == before[i] for i in before if i != victim)
+    last = [it for it in its if it["phase"] == "after"]
+    assert len(last) >= 2
+    for prev, it in zip(its, its[1:]):
+        if it["phase"] == "after" and prev["phase"] == "after":
+            assert it["num_added"] - prev["num_added"] == 2 * 20    # both runners sample again
+    assert [r["index"] for r in killed_run["restored"]] == [victim]
+    assert all(r["q_r_synced"] for r in killed_run["restored"])     # current weights at once
+
+
+def test_restarted_env_runner_gets_the_current_exploration_at_once(killed_run):
+    sch = killed_run["schedule"]
+    assert killed_run["restored"]
+    for r in killed_run["restored"]:
+        assert r["beta_r"] == pytest.approx(sch.effective_beta_r(r["t"]))
+        assert r["epsilon"] == pytest.approx(sch.epsilon_at(r["t"]))
+
+
+# ------------------------------------------------- checkpoints at stage boundaries
+def _boundary_config(**kw):
+    # E0 = 4, E1 = 8, E3 = 12 (= E4, the ramp starts: clear), E5 = 16 (clear)
+    return small_config(updates_per_iteration=UPDATES, q_r_target_update_interval=3,
+                        v_h_e_target_update_interval=5, **kw)
+
+
+def test_checkpoint_exactly_at_a_clearing_point_continues_identically(ray_session, tmp_path):
+    """The iteration that reaches E4 = 12 clears the buffer on its way out, so a checkpoint
+    taken right then needs no buffer: the restored run repeats no clear, skips none, and is
+    bit-identical to the original."""
+    algo = _boundary_config(checkpoint_replay_buffer=False).build_algo()
+    while algo._empo["num_updates"] < 12:
+        algo.train()
+    assert algo._empo["num_updates"] == 12 and 12 in algo.schedule.clear_points
+    assert algo._empo["clears_done"] == [12] and len(algo.buffer) == 0
+    ckpt = algo.save_to_path(tmp_path / "at_clear")
+    for _ in range(4):
+        algo.train()
+    original = {"counters": copy.deepcopy(algo._empo), "weights": _snapshot(algo)}
+    algo.stop()
+
+    restored = Empo.from_checkpoint(ckpt)
+    try:
+        assert restored._empo["clears_done"] == [12] and restored._empo["num_buffer_clears"] == 1
+        for _ in range(4):
+            restored.train()
+        assert restored._empo == original["counters"]
+        assert restored._empo["clears_done"] == [12, 16]
+        assert _same(_snapshot(restored), original["weights"])
+    finally:
+        restored.stop()
+
+
+@pytest.mark.parametrize("with_buffer", [True, False], ids=["with_buffer", "without_buffer"])
+def test_checkpoint_while_learning_is_paused_after_a_clear(ray_session, tmp_path, with_buffer):
+    """After the clear at 12 learning waits for learning_starts = 50 rows (20 per iteration).
+    A checkpoint taken during the pause: with the buffer it continues identically; without it,
+    the restored run refills from zero (one more paused iteration) but never clears at 12 again,
+    and clears exactly once at 16."""
+    algo = _boundary_config(learning_starts=50, checkpoint_replay_buffer=with_buffer).build_algo()
+    while algo._empo["num_updates"] < 12:
+        algo.train()
+    algo.train()                                   # 20 rows < 50: paused
+    assert algo._empo["num_updates"] == 12 and 0 < len(algo.buffer) < 50
+    ckpt = algo.save_to_path(tmp_path / "paused")
+    orig = []
+    for _ in range(5):
+        r = algo.train()
+        orig.append((r["Warmup"]["num_updates"], r["Warmup"]["num_buffer_clears"]))
+    original = {"counters": copy.deepcopy(algo._empo), "weights": _snapshot(algo)}
+    algo.stop()
+
+    restored = Empo.from_checkpoint(ckpt)
+    try:
+        rest = []
+        for _ in range(5):
+            r = restored.train()
+            rest.append((r["Warmup"]["num_updates"], r["Warmup"]["num_buffer_clears"]))
+        if with_buffer:
+            assert rest == orig
+            assert restored._empo == original["counters"]
+            assert _same(_snapshot(restored), original["weights"])
+        else:
+            assert [c for _, c in rest] == sorted(c for _, c in rest)   # clears never undone
+            assert rest[0] == (12, 1) and rest[1] == (12, 1)            # 20, 40 rows: paused
+            assert rest[2] == (16, 2)                                   # 60 rows: learns, clears at 16
+            assert restored._empo["clears_done"] == [12, 16]
+            assert restored._empo["num_buffer_clears"] == 2
+    finally:
+        restored.stop()
+
+
+# ------------------------------------------------- world errors on remote EnvRunners
+def _remote_bad_world_config(**fault_tolerance):
+    return (small_config()
+            .environment("rllib_empo/World-v0",
+                         env_config={"world": FaultyWorld("probs_sum"), "prior": "uniform"})
+            .env_runners(num_env_runners=1, num_cpus_per_env_runner=0.5)
+            .fault_tolerance(**fault_tolerance))
+
+
+def test_world_error_on_a_remote_runner_is_raised_not_swallowed(ray_session):
+    algo = _remote_bad_world_config(restart_failed_env_runners=True,
+                                    delay_between_env_runner_restarts_s=0.0).build_algo()
+    try:
+        with pytest.raises(WorldProtocolError, match=r"world 'faulty_probs_sum'.*sum to 0\.9"):
+            algo.train()            # the first fragment reaches the bad state (step 2)
+    finally:
+        algo.stop()

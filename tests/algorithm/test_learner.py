@@ -1,0 +1,268 @@
+"""EmpoTorchLearner inside a running Empo algorithm (local learner, num_learners=0):
+which networks each stage trains, target copies, learning rates, non-finite updates."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import small_config
+from ray.rllib.core import DEFAULT_MODULE_ID
+
+ALL_NETWORKS = dict(u_r_use_network=True, v_r_use_network=True, warmup_u_r_steps=3,
+                    warmup_v_r_steps=3)
+
+
+def learner(algo):
+    return algo.learner_group._learner
+
+
+def learner_module(algo):
+    return learner(algo).module[DEFAULT_MODULE_ID]
+
+
+def snapshot(algo) -> dict:
+    return {k: v.detach().clone() for k, v in learner_module(algo).state_dict().items()}
+
+
+def changed_networks(before: dict, after: dict) -> set:
+    """Names of the (main or target_) networks with any parameter not bit-identical."""
+    assert before.keys() == after.keys()
+    return {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+
+
+def build(ray_session, **training):
+    algo = small_config(**training).build_algo()
+    return algo
+
+
+@pytest.mark.parametrize("flags", [{}, ALL_NETWORKS], ids=["default", "all_networks"])
+def test_each_stage_trains_exactly_its_active_networks(ray_session, flags):
+    algo = build(ray_session, updates_per_iteration=1, **flags)
+    try:
+        sch = algo.schedule
+        existing = set(learner_module(algo).network_names)
+        assert existing == set(sch.existing_networks)
+        stages_seen, t = set(), 0
+        end = sch.ends[5] + 2
+        while t < end:
+            before = snapshot(algo)
+            result = algo.train()
+            after = snapshot(algo)
+            t_new = result["Warmup"]["num_updates"]
+            changed = changed_networks(before, after)
+            if t_new == t:                   # learning paused: nothing may move
+                assert changed == set()
+                continue
+            assert t_new == t + 1
+            active = set(sch.active_networks(t))
+            stages_seen.add(sch.stage(t))
+            assert changed == active, (f"update {t} (stage {sch.stage(t)}): changed {changed}, "
+                                       f"active {active}")
+            # no target copy happens within the default interval of 100 updates
+            assert not any(n.startswith("target_") for n in changed)
+            t = t_new
+        expected_stages = {k for k in range(7) if k == 6 or sch.durations[k] > 0}
+        assert stages_seen == expected_stages
+        if flags:
+            assert stages_seen == set(range(7))
+    finally:
+        algo.stop()
+
+
+def test_target_copies_happen_exactly_at_each_interval(ray_session):
+    intervals = {"v_h_e": 2, "x_h": 5, "u_r": 4, "q_r": 3, "v_r": 1}
+    algo = build(ray_session, updates_per_iteration=1, u_r_use_network=True,
+                 v_r_use_network=True, warmup_v_h_e_steps=0, warmup_x_h_steps=0,
+                 warmup_u_r_steps=0, warmup_q_r_steps=0, warmup_v_r_steps=0,
+                 beta_r_rampup_steps=0,
+                 **{f"{n}_target_update_interval": i for n, i in intervals.items()})
+    try:
+        sch = algo.schedule
+        assert sch.stage(0) == 6 and sch.clear_points == ()
+        module = learner_module(algo)
+        prev = snapshot(algo)
+        copies = {n: [] for n in intervals}
+        for _ in range(12):
+            result = algo.train()
+            u = result["Warmup"]["num_updates"]          # updates done so far
+            now = snapshot(algo)
+            changed = changed_networks(prev, now)
+            for n, interval in intervals.items():
+                main = {k[len(n) + 1:]: v for k, v in now.items() if k.startswith(n + ".")}
+                target = {k[len(n) + 8:]: v for k, v in now.items() if k.startswith(f"target_{n}.")}
+                assert n in changed                        # every network trains
+                same = all(torch.equal(main[k], target[k]) for k in main)
+                if u % interval == 0:
+                    copies[n].append(u)
+                    assert same, f"target_{n} should be a copy after update {u}"
+                    assert f"target_{n}" in changed
+                else:
+                    assert not same and f"target_{n}" not in changed, \
+                        f"target_{n} must not change after update {u}"
+            prev = now
+        for n, interval in intervals.items():
+            assert copies[n] == list(range(interval, 13, interval))
+        assert module is learner_module(algo)
+    finally:
+        algo.stop()
+
+
+def test_learning_rates_follow_the_schedule(ray_session):
+    bases = {"v_h_e": 2e-3, "x_h": 1e-3, "q_r": 3e-3}
+    algo = build(ray_session, updates_per_iteration=1, **{f"lr_{n}": lr for n, lr in bases.items()})
+    try:
+        cfg = algo.config
+        lrn = learner(algo)
+        seen = {n: set() for n in bases}
+        for _ in range(cfg.schedule.ends[5] + 6):
+            result = algo.train()
+            t = result["Warmup"]["num_updates"] - 1       # the update just done
+            for n in bases:
+                expected = cfg.get_learning_rate(n, t)
+                groups = lrn.get_optimizer(DEFAULT_MODULE_ID, n).param_groups
+                assert all(g["lr"] == pytest.approx(expected, rel=1e-12) for g in groups), (n, t)
+                assert result["LearningRate"][n] == pytest.approx(expected, rel=1e-12)
+                seen[n].add(round(expected, 12))
+        for n, base in bases.items():
+            # constant through warm-up and ramp, then 1/sqrt(t) decay: several distinct values
+            assert max(seen[n]) == pytest.approx(base)
+            assert len(seen[n]) >= 5
+            assert min(seen[n]) == pytest.approx(
+                base * math.sqrt(cfg.schedule.ends[5] / (cfg.schedule.ends[5] + 5)))
+    finally:
+        algo.stop()
+
+
+def _nan_targets(real):
+    def patched(module, batch, networks, beta_r, th):
+        out = real(module, batch, networks, beta_r, th)
+        out["v_h_e"] = torch.full_like(out["v_h_e"], float("nan"))
+        return out
+    return patched
+
+
+def test_nonfinite_target_raises(ray_session, monkeypatch):
+    import rllib_empo.algorithm.learner as learner_mod
+    algo = build(ray_session, on_nonfinite="raise")
+    try:
+        monkeypatch.setattr(learner_mod, "compute_targets", _nan_targets(learner_mod.compute_targets))
+        before = snapshot(algo)
+        with pytest.raises(FloatingPointError, match="non-finite"):
+            algo.train()
+        assert changed_networks(before, snapshot(algo)) == set()
+    finally:
+        algo.stop()
+
+
+def test_nonfinite_target_skipped_and_counted(ray_session, monkeypatch):
+    import rllib_empo.algorithm.learner as learner_mod
+    real = learner_mod.compute_targets
+    # every network active from the start, and one finite iteration first
+    algo = build(ray_session, on_nonfinite="skip", warmup_v_h_e_steps=0, warmup_x_h_steps=0,
+                 warmup_q_r_steps=0, beta_r_rampup_steps=0)
+    try:
+        algo.train()
+        monkeypatch.setattr(learner_mod, "compute_targets", _nan_targets(real))
+        before = snapshot(algo)
+        t0 = algo._empo["num_updates"]
+        algo.train()
+        result = algo.train()
+        after = snapshot(algo)
+        n_skipped = result["Warmup"]["num_updates"] - t0
+        assert n_skipped == 2 * algo.config.updates_per_iteration      # updates were attempted
+        assert changed_networks(before, after) == set()                # ... and all skipped
+        assert all(torch.isfinite(v).all() for v in after.values())
+        assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == n_skipped
+        # with finite targets again, training resumes
+        monkeypatch.setattr(learner_mod, "compute_targets", real)
+        algo.train()
+        now = snapshot(algo)
+        assert {"v_h_e", "x_h", "q_r"} <= changed_networks(after, now)
+        assert all(torch.isfinite(v).all() for v in now.values())
+    finally:
+        algo.stop()
+
+
+def test_nonfinite_skip_in_the_first_iteration(ray_session, monkeypatch):
+    import rllib_empo.algorithm.learner as learner_mod
+    algo = build(ray_session, on_nonfinite="skip")
+    try:
+        monkeypatch.setattr(learner_mod, "compute_targets", _nan_targets(learner_mod.compute_targets))
+        before = snapshot(algo)
+        result = algo.train()
+        assert changed_networks(before, snapshot(algo)) == set()
+        assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == \
+            algo.config.updates_per_iteration
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("grad_clip,clip_by", [(0.5, "global_norm"), (None, "global_norm"),
+                                               (0.01, "value")])
+def test_gradient_clipping_matches_rllib_per_network(ray_session, grad_clip, clip_by):
+    """The fused global-norm clipping gives RLlib's clip_gradients result for every active
+    network's gradients (each network clipped on its own); "value" is RLlib's own."""
+    from ray.rllib.utils.torch_utils import clip_gradients
+    algo = small_config(warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
+                        beta_r_rampup_steps=0, grad_clip=grad_clip,
+                        grad_clip_by=clip_by).build_algo()
+    try:
+        lrn, cfg = learner(algo), algo.config
+        module = learner_module(algo)
+        lrn._active = tuple(module.network_names)
+        lrn._log_stats = True
+        g = torch.Generator().manual_seed(0)
+        grads = {ref: 10.0 * torch.randn(p.shape, generator=g) for ref, p in lrn._params.items()}
+        expected = {ref: v.clone() for ref, v in grads.items()}
+        for name in module.network_names:
+            part = lrn.filter_param_dict_for_optimizer(expected, lrn.get_optimizer(
+                DEFAULT_MODULE_ID, name))
+            if grad_clip is not None:
+                clip_gradients(part, grad_clip=grad_clip, grad_clip_by=clip_by)
+                expected.update(part)           # "value" replaces the tensors in the dict
+        out = lrn.postprocess_gradients_for_module(module_id=DEFAULT_MODULE_ID, config=cfg,
+                                                   module_gradients_dict=grads)
+        assert out.keys() == expected.keys()
+        for ref in expected:
+            torch.testing.assert_close(out[ref], expected[ref], rtol=1e-5, atol=1e-7)
+        if grad_clip is not None and clip_by == "global_norm":
+            for name in module.network_names:
+                part = lrn.filter_param_dict_for_optimizer(out, lrn.get_optimizer(
+                    DEFAULT_MODULE_ID, name))
+                norm = torch.linalg.vector_norm(torch.stack([v.norm() for v in part.values()]))
+                assert norm <= grad_clip * (1 + 1e-5)
+        if grad_clip is None:                   # unclipped: the gradients pass unchanged
+            assert all(torch.equal(out[r], grads[r]) for r in grads)
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
+def test_nonfinite_gradient_with_a_finite_loss(ray_session, on_nonfinite):
+    """A NaN gradient (finite loss) is caught by the clipping norms: raise, or skip the
+    update and count it; no weight moves either way, and training resumes afterwards."""
+    algo = build(ray_session, on_nonfinite=on_nonfinite, warmup_v_h_e_steps=0,
+                 warmup_x_h_steps=0, warmup_q_r_steps=0, beta_r_rampup_steps=0)
+    try:
+        algo.train()
+        param = next(learner_module(algo).q_r.parameters())
+        hook = param.register_hook(lambda g: g * float("nan"))
+        before = snapshot(algo)
+        if on_nonfinite == "raise":
+            with pytest.raises(FloatingPointError, match="non-finite gradient"):
+                algo.train()
+        else:
+            result = algo.train()
+            assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == \
+                algo.config.updates_per_iteration
+        assert changed_networks(before, snapshot(algo)) == set()
+        hook.remove()
+        if on_nonfinite == "skip":
+            after = snapshot(algo)
+            algo.train()
+            assert "q_r" in changed_networks(after, snapshot(algo))
+    finally:
+        algo.stop()
