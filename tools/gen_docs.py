@@ -168,7 +168,35 @@ def _table_cost() -> str:
             "logs a warning).")
 
 
-SECTIONS = {"quickstart": _quickstart, "stages": _stages, "config": _config, "metrics": _metrics,
+def _first_line(path: Path) -> str:
+    import ast
+    doc = ast.get_docstring(ast.parse(path.read_text())) or ""
+    line = doc.strip().split("\n\n")[0].replace("\n", " ")
+    line = re.sub(r":(mod|func|class|data):", "", re.sub(r"``?([^`]*)``?", r"\1", line))
+    return line if len(line) <= 84 else line[:81].rsplit(" ", 1)[0] + " ..."
+
+
+def _layout() -> str:
+    """The package tree, each module with the first paragraph of its docstring."""
+    pkg = ROOT / "rllib_empo"
+    lines = ["rllib_empo/"]
+    layers = ("theory", "worlds", "exact", "algorithm", "analysis", "cli")   # the import order
+    entries = sorted(p for p in pkg.iterdir() if p.suffix == ".py" or (p / "__init__.py").exists())
+    for entry in sorted(entries, key=lambda p: (p.is_dir(), layers.index(p.name) if p.is_dir() else 0, p.name)):
+        if entry.is_dir():
+            lines.append(f"  {entry.name + '/':<17} {_first_line(entry / '__init__.py')}")
+            for mod in sorted(entry.glob("*.py")):
+                if mod.name not in ("__init__.py", "__main__.py"):
+                    lines.append(f"    {mod.name:<17} {_first_line(mod)}")
+        else:
+            lines.append(f"  {entry.name:<19} {_first_line(entry)}")
+    lines += ["docs/DESIGN.md       the design: maths, layers, data flow, decisions",
+              "tools/               README generators (make docs); not installed",
+              "examples/  tests/ (mirrors the sub-packages)  benchmarks/"]
+    return "```\n" + "\n".join(lines) + "\n```"
+
+
+SECTIONS = {"quickstart": _quickstart, "layout": _layout, "stages": _stages, "config": _config, "metrics": _metrics,
             "exact-rock-gate": _exact_rock_gate, "fidelity": _fidelity,
             "performance": _performance, "table-cost": _table_cost}
 

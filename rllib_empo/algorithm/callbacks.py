@@ -20,7 +20,7 @@
   seconds (:class:`IterationTimes`; RLlib's own ``result["timers"]`` are smoothed).
 
 The x-axis (``global_step``) is the number of learner updates,
-``result["Warmup"]["num_updates"]`` (DESIGN.md: a warm-up step is a learner update).
+``result["Warmup"]["num_updates"]`` (docs/DESIGN.md: a warm-up step is a learner update).
 Several iterations may share a step while learning pauses after a buffer clear.
 
 Where the events go:

@@ -9,7 +9,7 @@ Every target uses the *target* networks (marked ^T) and the formulas of ``equati
     V_r target   : U_r^T(s) + sum_a pi_r^T(a|s) Q_r^T(s,a)                 (eq. 9)
 
 where X_h^T, U_r^T and V_r^T come from their target network when that network exists and
-are otherwise computed from the networks below them ("direct" mode, DESIGN.md):
+are otherwise computed from the networks below them ("direct" mode, docs/DESIGN.md):
 X_h^T from V_h^e^T over the goal table, U_r^T from X_h^T, V_r^T from U_r^T and Q_r^T.
 pi_r^T uses the beta_r of the current warm-up step.
 """

@@ -1,4 +1,5 @@
-"""PNG plots of a run (matplotlib, Agg backend; no display needed).
+"""PNG plots of a run (matplotlib ``Figure`` objects: no display needed, and the global
+backend of a notebook or script that imports this stays as it was).
 
 - :func:`plot_training_curves`: losses, beta_r and learning rates over learner updates, with
   the warm-up stages as shaded vertical bands, from a progress record
@@ -18,13 +19,12 @@ import os
 from typing import Optional, Sequence
 
 import matplotlib
+import numpy as np
+from matplotlib.colors import Normalize, SymLogNorm
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from rllib_empo.analysis.progress import column  # noqa: E402
-from rllib_empo.theory.schedule import NETWORKS, STAGE_NAMES  # noqa: E402
+from rllib_empo.analysis.progress import column
+from rllib_empo.theory.schedule import NETWORKS, STAGE_NAMES
 
 STAGE_COLORS = ("#4c72b0", "#55a868", "#8172b2", "#c44e52", "#937860", "#dd8452", "#8c8c8c")
 NET_COLORS = {"v_h_e": "#1f77b4", "x_h": "#2ca02c", "u_r": "#9467bd", "q_r": "#d62728",
@@ -35,7 +35,6 @@ def _save(fig, path) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -81,7 +80,8 @@ def plot_training_curves(rows: Sequence[dict], path, *, stage_ends: Optional[Seq
     spans = stage_spans(rows, stage_ends)
     has_exact = bool(column(rows, "Exact/tv_pi_r_s0")[0])
     n = 4 if has_exact else 3
-    fig, axes = plt.subplots(n, 1, figsize=(9, 2.4 * n + 0.6), sharex=True)
+    fig = Figure(figsize=(9, 2.4 * n + 0.6))
+    axes = fig.subplots(n, 1, sharex=True)
     ax_loss, ax_beta, ax_lr = axes[:3]
     for net in NETWORKS:
         xs, ys = column(rows, f"Loss/{net}")
@@ -132,7 +132,8 @@ def plot_learned_vs_exact(algo, solution, path, *, title: str = "learned vs exac
     tv = 0.5 * np.abs(learned["pi_r"] - pi_exact).sum(-1)
     s0 = int(np.flatnonzero(idx == 0)[0])
 
-    fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(15, 4.3))
+    fig = Figure(figsize=(15, 4.3))
+    a1, a2, a3 = fig.subplots(1, 3)
     a1.plot(np.arange(len(idx)), learned["v_r"][order], ".", ms=3, alpha=0.6, color="#d62728",
             label="learned")
     a1.plot(np.arange(len(idx)), v_exact[order], "-", lw=1.5, color="k", label="exact")
@@ -205,14 +206,13 @@ def plot_value_heatmap(algo, states, path, *, quantity: str = "x_h", human: int 
     vmin, vmax = float(finite.min()), float(finite.max())
     if vmax - vmin < 1e-12:
         vmin, vmax = vmin - 0.5, vmax + 0.5
-    from matplotlib.colors import Normalize, SymLogNorm
     # V_r spans orders of magnitude (U_r ~ -X_h^(-xi*eta) near the X_h floor): log colours
     norm = (SymLogNorm(linthresh=1.0, vmin=vmin, vmax=vmax) if quantity == "v_r"
             else Normalize(vmin=vmin, vmax=vmax))
     label = f"X_h (human {list(world.human_agent_indices)[human]})" if quantity == "x_h" else "V_r"
-    fig, axes = plt.subplots(1, len(maps), figsize=(4.2 * len(maps) + 1.2, 3.4), squeeze=False,
-                             layout="constrained")
-    cmap = plt.get_cmap("viridis").copy()
+    fig = Figure(figsize=(4.2 * len(maps) + 1.2, 3.4), layout="constrained")
+    axes = fig.subplots(1, len(maps), squeeze=False)
+    cmap = matplotlib.colormaps["viridis"].copy()
     cmap.set_bad("#d9d9d9")
     for ax, (name, grid) in zip(axes[0], maps):
         im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="upper",

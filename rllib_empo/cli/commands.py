@@ -2,18 +2,31 @@
 the helpers they share; ``rllib_empo.cli`` parses the arguments and dispatches here."""
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
 import time
 
 import numpy as np
+import ray
 
+from rllib_empo.algorithm.empo import Empo, EmpoConfig
+from rllib_empo.algorithm.env import (GENERIC_ENV_ID, env_id, env_ids, prior_from_env_config,
+                                      world_from_env_config)
+from rllib_empo.analysis import plotting
+from rllib_empo.analysis.evaluation import exact_fidelity, exact_solution_for
+from rllib_empo.analysis.progress import (PROGRESS_FILE, ProgressWriter, read_progress,
+                                          read_run_info, write_run_info)
+from rllib_empo.analysis.rollout import action_label, make_env, rollout
 from rllib_empo.cli.parser import EQUATION_FIELDS, UsageError, _literal
+from rllib_empo.exact.solver import solve
+from rllib_empo.theory.params import EmpoParams
+from rllib_empo.theory.schedule import stage_name
+from rllib_empo.worlds import make_world
 
 # ------------------------------------------------------------------ helpers
 def _import_modules(modules) -> None:
-    import importlib
     for m in modules:
         try:
             importlib.import_module(m)
@@ -33,8 +46,6 @@ def _world_kwargs(items) -> dict:
 
 def env_spec(args) -> tuple[str, dict]:
     """(env id, env_config) of the world arguments; checks the world builds."""
-    from rllib_empo.algorithm.env import GENERIC_ENV_ID, env_id, env_ids
-    from rllib_empo.worlds import make_world
     kwargs = _world_kwargs(args.world_arg)
     try:
         make_world(args.world, **kwargs)
@@ -61,7 +72,6 @@ def _fields(args) -> dict:
 
 def build_config(args):
     """The EmpoConfig of a ``train`` command line (validated; UsageError on bad values)."""
-    from rllib_empo import EmpoConfig
     env_id, env_config = env_spec(args)
     fields = _fields(args)
     training = dict(fields)
@@ -83,7 +93,6 @@ def build_config(args):
 
 
 def _init_ray(args) -> None:
-    import ray
     if ray.is_initialized():
         return
     kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False)
@@ -108,7 +117,6 @@ def _checkpoint_dir(path: str) -> str:
 
 
 def _load(path: str):
-    from rllib_empo import Empo
     return Empo.from_checkpoint(path)
 
 
@@ -118,7 +126,6 @@ def _fmt(v: float) -> str:
 
 def format_iteration(result: dict, seconds: float) -> str:
     """One console line of a train() result."""
-    from rllib_empo.theory.schedule import stage_name
     w = result.get("Warmup", {})
     stage = int(w.get("stage", 0))
     losses = " ".join(f"{n}={_fmt(float(v))}" for n, v in sorted((result.get("Loss") or {}).items())
@@ -148,7 +155,6 @@ def cmd_train(args) -> int:
     os.makedirs(out, exist_ok=True)
     if args.field_tensorboard_dir is None:           # not given: into the run directory
         config.training(tensorboard_dir=os.path.join(out, "tensorboard"))
-    from rllib_empo.analysis.progress import PROGRESS_FILE, ProgressWriter, write_run_info
     write_run_info(out, config, argv=sys.argv[1:], world=args.world)
     _init_ray(args)
     algo = config.build_algo()
@@ -179,7 +185,6 @@ def cmd_train(args) -> int:
     if config.tensorboard_dir:
         print(f"tensorboard: tensorboard --logdir {config.tensorboard_dir}")
     if args.compare and not interrupted:
-        from rllib_empo.analysis.evaluation import exact_fidelity
         print("compared with the exact solution:")
         _print_figures(exact_fidelity(algo))
     algo.stop()
@@ -188,9 +193,6 @@ def cmd_train(args) -> int:
 
 def cmd_solve(args) -> int:
     _import_modules(args.imports)
-    from rllib_empo.algorithm.env import prior_from_env_config, world_from_env_config
-    from rllib_empo.exact.solver import solve
-    from rllib_empo.theory.params import EmpoParams
     env_id, env_config = env_spec(args)
     try:
         params = EmpoParams(**{k: v for k, v in _fields(args).items() if k in EQUATION_FIELDS})
@@ -218,7 +220,6 @@ def cmd_solve(args) -> int:
 def cmd_compare(args) -> int:
     path = _checkpoint_dir(args.checkpoint)
     _init_ray(args)
-    from rllib_empo.analysis.evaluation import exact_fidelity
     algo = _load(path)
     try:
         figures = exact_fidelity(algo)
@@ -235,8 +236,6 @@ def cmd_compare(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from rllib_empo.analysis import plotting
-    from rllib_empo.analysis.progress import read_progress, read_run_info
     run = args.run
     if not os.path.exists(run):
         raise UsageError(f"{run!r} does not exist")
@@ -270,8 +269,6 @@ def cmd_plot(args) -> int:
 
 def _plot_checkpoint(args, ckpt: str, out: str) -> list:
     """Learned vs exact (when the world can be solved) and the heat map (grid worlds)."""
-    from rllib_empo.analysis import plotting
-    from rllib_empo.analysis.evaluation import exact_solution_for
     _init_ray(args)
     algo = _load(ckpt)
     written = []
@@ -290,7 +287,6 @@ def _plot_checkpoint(args, ckpt: str, out: str) -> list:
                 algo, solution, os.path.join(out, "learned_vs_exact.png")))
             states = solution.nonterminal_states
         else:
-            from rllib_empo.analysis.rollout import make_env, rollout
             env = make_env(algo)
             states = [s for e in range(args.episodes) for s in rollout(algo, env, seed=e).states]
         if grid:
@@ -307,7 +303,6 @@ def cmd_render(args) -> int:
     if args.episodes < 1 or args.max_steps < 1:
         raise UsageError("--episodes and --max-steps must be >= 1")
     _init_ray(args)
-    from rllib_empo.analysis.rollout import action_label, make_env, rollout
     algo = _load(path)
     env = make_env(algo)
     for e in range(args.episodes):

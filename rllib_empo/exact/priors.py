@@ -5,7 +5,7 @@ The project ships three:
 
 - ``UniformHumanPrior``: every action equally likely.
 - ``BoltzmannHumanPrior.solve(world, beta_h, gamma_h)``: exact phase 1 by backward induction
-  (DESIGN.md): the robots are worst-case, the other humans uniform,
+  (docs/DESIGN.md): the robots are worst-case, the other humans uniform,
       Q_h(s,a_h,g) = E_{a_-h uniform} min_{a_r} E_{s'}[1{g in s'} + (1-1{g in s'}) gamma_h V_h(s',g)],
       pi_h = softmax(beta_h Q_h), V_h = sum pi_h Q_h,
   and the human stays (action 0) once its goal is achieved. Small worlds only.

@@ -4,7 +4,7 @@ Both the learner (float32, batched over transitions) and the exact solver (float
 over the states of one level of the state DAG) compute every quantity with these functions,
 so the two solve the same equations by construction.
 
-Conventions (DESIGN.md, "The mathematics"):
+Conventions (docs/DESIGN.md, "The mathematics"):
 
     (4) Q_r(s,a_r)   = gamma_r * E_g E_{a_H ~ pi_H(s,g)} E_{s'} [ V_r(s') ]
     (5) pi_r(a_r|s)  ∝ (-Q_r(s,a_r)) ** (-beta_r)                  (beta_r = 0 -> uniform)

@@ -1,7 +1,7 @@
 """The target formulas match a brute-force per-transition computation on random batches.
 
 ``targets.compute_targets`` (vectorised over rows, humans, goals, robot actions and
-successors) is compared with a per-row Python loop written directly from DESIGN.md ("Data
+successors) is compared with a per-row Python loop written directly from docs/DESIGN.md ("Data
 flow"), which calls the module's *target* heads one row (one state) at a time, for every
 combination of x_h/u_r/v_r_use_network. The target networks are perturbed away from the main
 networks first, so that reading a main network instead of its target copy fails the test.
@@ -84,7 +84,7 @@ def random_batch(sp: TableSpec, B=6, seed=0) -> dict:
 
 # ------------------------------------------------------------ brute force, one row at a time
 class BruteForce:
-    """Eqs. (4)-(9) as written in DESIGN.md, with the target networks evaluated per state."""
+    """Eqs. (4)-(9) as written in docs/DESIGN.md, with the target networks evaluated per state."""
 
     def __init__(self, m: EmpoRLModule):
         self.m = m

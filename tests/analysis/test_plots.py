@@ -66,3 +66,13 @@ def test_plot_command(run_dir, tmp_path, capsys):
     assert main(["plot", str(run / "progress.jsonl"), "--out", str(tmp_path / "only")]) == 0
     assert_png(tmp_path / "only" / "training_curves.png")
     assert main(["plot", str(run), "--human", "3", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_plotting_leaves_the_global_backend_alone():
+    import subprocess
+    import sys
+    code = ("import matplotlib; matplotlib.use('svg'); "
+            "import rllib_empo.analysis.plotting as p; from rllib_empo.cli import main; "
+            "assert matplotlib.get_backend() == 'svg', matplotlib.get_backend(); "
+            "import sys; assert 'matplotlib.pyplot' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)

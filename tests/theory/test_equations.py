@@ -1,4 +1,4 @@
-"""Eqs. (4)-(9) in rllib_empo.theory.equations against their definitions (DESIGN.md, "The
+"""Eqs. (4)-(9) in rllib_empo.theory.equations against their definitions (docs/DESIGN.md, "The
 mathematics"), written out with plain Python loops."""
 from __future__ import annotations
 
