@@ -48,10 +48,7 @@ def test_corridor_learns_close_to_the_exact_solution(ray_session):
 def test_rock_gate_fidelity(ray_session):
     """The benchmark's configuration for a 300 s budget, trained for the number of updates
     it plans (num_training_steps = 18,000: about 3 minutes on 2 quiet cores)."""
-    import sys
-    from pathlib import Path
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.fidelity import fidelity_config
+    from benchmarks.fidelity import fidelity_config       # the repository root is on sys.path
     config = fidelity_config(seed=0, budget_s=300)
     algo = config.build_algo()
     try:
