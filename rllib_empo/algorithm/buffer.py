@@ -59,17 +59,19 @@ class TransitionBuffer:
                 f"replay_capacity={self.capacity:,} rows of {row:,} bytes (this world's successor "
                 f"tables) need {full / 2**30:.1f} GiB once full, more than this machine's "
                 f"{ram / 2**30:.1f} GiB of RAM; set replay_capacity <= {ram // 2 // row:,} "
-                "(half the RAM), or lower max_successors / max_goals_per_human")
+                "(half the RAM)")
         if ram and full > ram // 2:
             logger.warning("replay buffer: %s rows of %s bytes need %.1f GiB once full, over half "
                            "of this machine's %.1f GiB of RAM", f"{self.capacity:,}", f"{row:,}",
                            full / 2**30, ram / 2**30)
         self._cols = {k: np.zeros((self.capacity,) + v.shape[1:], v.dtype) for k, v in rows.items()}
 
-    def add(self, rows: dict[str, np.ndarray]) -> None:
-        """Append n rows given as column arrays with a leading axis of length n."""
+    def add(self, rows: dict[str, np.ndarray]) -> dict[str, np.ndarray] | None:
+        """Append n rows given as column arrays with a leading axis of length n. Returns the
+        rows that left the buffer (overwritten by the ring, or the oldest of an add larger
+        than the capacity), or None."""
         if not rows:
-            return
+            return None
         n = {len(v) for v in rows.values()}
         if len(n) != 1:
             raise ValueError(f"columns have different row counts: "
@@ -84,15 +86,23 @@ class TransitionBuffer:
             if v.shape[1:] != self._cols[k].shape[1:]:
                 raise ValueError(f"column {k!r} has row shape {v.shape[1:]}, the buffer holds "
                                  f"{self._cols[k].shape[1:]} (a world's table width changed?)")
+        dropped = None
         if n > self.capacity:               # only the newest rows fit
+            dropped = {k: v[:-self.capacity] for k, v in rows.items()}
             rows = {k: v[-self.capacity:] for k, v in rows.items()}
             n = self.capacity
         idx = (self._pos + np.arange(n)) % self.capacity
+        overwritten = idx[idx < self._size]     # occupied slots are [0, size) until it is full
+        evicted = {k: self._cols[k][overwritten] for k in rows} if overwritten.size else None
         for k, v in rows.items():
             self._cols[k][idx] = v
         self._pos = int((self._pos + n) % self.capacity)
         self._size = min(self._size + n, self.capacity)
         self.num_added += n_in
+        if dropped is not None:
+            evicted = dropped if evicted is None else {k: np.concatenate([evicted[k], dropped[k]])
+                                                       for k in rows}
+        return evicted
 
     def sample(self, batch_size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         if self._size == 0:
@@ -100,19 +110,34 @@ class TransitionBuffer:
         idx = rng.integers(0, self._size, size=batch_size)
         return {k: v[idx] for k, v in self._cols.items()}
 
-    def clear(self) -> None:
+    def clear(self) -> dict[str, np.ndarray] | None:
+        """Forget every row; returns the rows that were held (None if none)."""
+        live = ({k: v[:self._size].copy() for k, v in self._cols.items()}
+                if self._cols is not None and self._size else None)
         self._size = 0
         self._pos = 0
+        return live
+
+    def oldest_first(self) -> dict[str, np.ndarray] | None:
+        """Copies of the rows held, oldest first (None when empty)."""
+        if self._cols is None or not self._size:
+            return None
+        start = self._pos if self._size == self.capacity else 0
+        order = (start + np.arange(self._size)) % self.capacity
+        return {k: v[order] for k, v in self._cols.items()}
 
     def get_state(self) -> dict:
-        cols = None if self._cols is None else {k: v[:self._size].copy() if self._size < self.capacity
-                                                else np.roll(v, -self._pos, axis=0)
+        """The rows as they lie in the ring (with its write position), so that a restored
+        buffer samples exactly what this one would."""
+        cols = None if self._cols is None else {k: v[:self._size].copy()
                                                 for k, v in self._cols.items()}
-        return {"capacity": self.capacity, "columns": cols, "num_added": self.num_added}
+        return {"capacity": self.capacity, "columns": cols, "num_added": self.num_added,
+                "pos": self._pos}
 
     def set_state(self, state: dict) -> None:
-        """Restore rows (oldest first) saved by ``get_state``."""
+        """Restore what ``get_state`` saved."""
         self.__init__(state["capacity"])
         if state["columns"]:
             self.add(state["columns"])
+            self._pos = int(state.get("pos", self._size % self.capacity))
         self.num_added = state["num_added"]

@@ -6,7 +6,8 @@ defaults, ``training()``'s signature and docstring, and the range checks derive 
 Cross-field and environment checks live in :mod:`rllib_empo.algorithm.validation`.
 
 One ``Empo.training_step``:
-  1. sample rows from the EnvRunners (local or remote) into the TransitionBuffer;
+  1. sample from the EnvRunners (local or remote) and merge each sample into the replay
+     memory (``ReplayStore``: rows that point to goals, states and tables stored once);
   2. run ``updates_per_iteration`` learner updates; each gets the ``StepPlan`` of its step
      (stage, active networks, learning rates, beta_r, target copies; ``rllib_empo.theory
      .schedule``), and the buffer is cleared at the schedule's clearing points (learning
@@ -37,10 +38,10 @@ from ray.rllib.utils.metrics import (ENV_RUNNER_RESULTS, ENV_RUNNER_SAMPLING_TIM
                                      NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS)
 
 from rllib_empo.algorithm import runner_state
-from rllib_empo.algorithm.buffer import TransitionBuffer
 from rllib_empo.algorithm.callbacks import EmpoCallbacks
 from rllib_empo.algorithm.env import EnvSettings, prior_from_env_config, table_spec, world_for_config
 from rllib_empo.algorithm.env_runner import EmpoEnvRunner
+from rllib_empo.algorithm.store import ReplayStore
 from rllib_empo.algorithm.fields import DEFAULT_HIDDEN, FIELD_NAMES, FIELDS
 from rllib_empo.algorithm.learner import EMPO_KEY, EmpoTorchLearner, EmpoUpdate
 from rllib_empo.algorithm.metrics import log_exact_fidelity, log_iteration
@@ -79,6 +80,11 @@ class EmpoConfig(AlgorithmConfig):
         self.rollout_fragment_length = 50
         self.env_runner_cls = EmpoEnvRunner
         self.callbacks_class = EmpoCallbacks
+        # The learner checks every gradient's finiteness itself (fused norms, on_nonfinite),
+        # so RLlib's per-tensor torch.isfinite() pass is skipped; and with several learners
+        # (DDP) the frozen networks of a warm-up stage get no gradient.
+        self.torch_skip_nan_gradients = True
+        self.torch_ddp_kwargs = {"find_unused_parameters": True}
         # EMPO fields (tuples are immutable, so sharing the defaults is safe).
         for f in FIELDS:
             setattr(self, f.name, f.default)
@@ -176,6 +182,7 @@ class EmpoConfig(AlgorithmConfig):
         spec = self.table_spec()
         return super()._model_config_auto_includes | {
             "hidden_sizes": self.hidden_sizes_by_network(), "num_humans": spec.num_humans,
+            "num_actions": spec.num_actions,
             "goal_dim": spec.goal_dim, "x_h_use_network": self.x_h_use_network,
             "u_r_use_network": self.u_r_use_network, "v_r_use_network": self.v_r_use_network,
             "x_h_floor": self.x_h_floor, "neg_q_r_floor": self.neg_q_r_floor}
@@ -191,11 +198,7 @@ class EmpoConfig(AlgorithmConfig):
         """What the EnvRunners' envs must record (``EnvSettings`` fields)."""
         return {"use_model_based_targets": self.use_model_based_targets,
                 "sum_human_actions": self.sum_human_actions,
-                "max_successors": self.max_successors,
                 "max_goals_per_human": self.max_goals_per_human,
-                # X_h at successors is needed only when X_h, U_r and V_r are all direct
-                "succ_goals": not (self.x_h_use_network or self.u_r_use_network
-                                   or self.v_r_use_network),
                 "gamma_h": self.gamma_h, "exploring_starts": self.exploring_starts}
 
     def table_spec(self):
@@ -238,7 +241,8 @@ class Empo(Algorithm):
     def setup(self, config) -> None:
         super().setup(config)
         self.schedule = self.config.schedule
-        self.buffer = TransitionBuffer(self.config.replay_capacity)
+        self.replay = ReplayStore(self.config.replay_capacity, self.config.table_spec().mode)
+        self._attach_replay()
         self._rng = np.random.default_rng(self.config.seed)
         self._empo = {"num_updates": 0, "stage": self.schedule.stage(0), "clears_done": [],
                       "num_buffer_clears": 0, "num_env_steps": 0}
@@ -257,10 +261,11 @@ class Empo(Algorithm):
     def training_step(self) -> None:
         cfg, st = self.config, self._empo
         with self.metrics.log_time((TIMERS, ENV_RUNNER_SAMPLING_TIMER)):
-            columns, runner_metrics = self._sample()
+            samples, runner_metrics = self._sample()
         self.metrics.aggregate(runner_metrics, key=ENV_RUNNER_RESULTS)
-        self.buffer.add(columns)
-        st["num_env_steps"] += len(columns.get("obs", ()))
+        for sample in samples:
+            self.replay.add(sample)
+            st["num_env_steps"] += len(sample["rows"]["table"])
 
         transitions = 0
         updated = False
@@ -270,7 +275,7 @@ class Empo(Algorithm):
             remaining = cfg.updates_per_iteration
             while remaining > 0:
                 transitions += self._advance_stage()
-                if len(self.buffer) < starts:
+                if len(self.replay) < starts:
                     break                               # paused after a clear / before start
                 # One learner call runs consecutive updates up to the next stage boundary
                 # (where a clear may pause learning); RLlib's per-call cost is paid once.
@@ -283,7 +288,7 @@ class Empo(Algorithm):
         self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
                                            inference_only=True)
         self._push_exploration()
-        log_iteration(self.metrics, self.schedule, st, self.buffer, transitions > 0,
+        log_iteration(self.metrics, self.schedule, st, self.replay, transitions > 0,
                       self._update_stats if updated else {})
         # self.iteration counts the finished iterations: this one is number iteration + 1,
         # so the figures come with training_iteration k, 2k, ... (the last of a k*m-long run)
@@ -292,20 +297,30 @@ class Empo(Algorithm):
                            "training_iteration": self.iteration + 1}
         log_exact_fidelity(self.metrics, st.get("exact"))
 
-    def _sample(self) -> tuple[dict, list]:
+    def _sample(self) -> tuple[list, list]:
         group = self.env_runner_group
         if group.num_remote_env_runners() == 0:
             results = [group.local_env_runner.sample_rows()]
         else:
             results = group.foreach_env_runner(lambda er: er.sample_rows(),
                                                local_env_runner=False, healthy_only=True)
-        for cols, _ in results:
-            if isinstance(cols, BaseException):
-                raise cols                      # a world error from a runner (see sample_rows)
-        parts = [cols for cols, _ in results if cols]
-        columns = ({k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-                   if parts else {})
-        return columns, [m for _, m in results]
+        for sample, _ in results:
+            if isinstance(sample, BaseException):
+                raise sample                    # a world error from a runner (see sample_rows)
+        return [s for s, _ in results if s], [m for _, m in results]
+
+    def _attach_replay(self) -> None:
+        """Give the Learner(s) the replay memory: a local Learner shares ``self.replay``; a
+        remote one gets a full copy now and deltas before every update (``_sync_replay``)."""
+        if self.learner_group.is_local:
+            replay = self.replay
+            self.learner_group.foreach_learner(lambda learner: learner.attach_replay(replay))
+        else:
+            self._send_replay_delta(full=True)
+
+    def _send_replay_delta(self, full: bool = False) -> None:
+        delta = self.replay.delta(full=full)
+        self.learner_group.foreach_learner(lambda learner: learner.apply_replay_delta(delta))
 
     def _updates_to_next_stage(self, t: int) -> int:
         return min([e - t for e in self.schedule.ends if e > t], default=1 << 62)
@@ -317,7 +332,9 @@ class Empo(Algorithm):
         t = st["num_updates"]
         plans = tuple(self.schedule.plan(t + i) for i in range(n))
         size = self.config.total_train_batch_size
-        batch = self.buffer.sample(n * size, self._rng)
+        batch = self.replay.sample(n * size, self._rng)
+        if not self.learner_group.is_local:
+            self._send_replay_delta()
         result = self.learner_group.update(
             batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, env_steps=n * size),
             timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: st["num_env_steps"],
@@ -348,8 +365,8 @@ class Empo(Algorithm):
             st["stage"] = stage
             changed = 1
         if t in sch.clear_points and t not in st["clears_done"]:
-            n = len(self.buffer)
-            self.buffer.clear()
+            n = len(self.replay)
+            self.replay.clear()
             st["clears_done"].append(t)
             st["num_buffer_clears"] += 1
             if self.config.verbose:
@@ -425,7 +442,7 @@ class Empo(Algorithm):
             state["empo_env_runners"] = runner_state.capture_all(self)
         if self.config.checkpoint_replay_buffer and self._check_component(
                 "empo_replay_buffer", components, not_components):
-            state["empo_replay_buffer"] = self.buffer.get_state()
+            state["empo_replay_buffer"] = self.replay.get_state()
         return state
 
     @override(Algorithm)
@@ -436,7 +453,8 @@ class Empo(Algorithm):
             self._empo.pop("last_sync", None)   # older checkpoints: target copies are derived now
             self._rng.bit_generator.state = copy.deepcopy(state["empo_rng"])
         if "empo_replay_buffer" in state:
-            self.buffer.set_state(state["empo_replay_buffer"])
+            self.replay.set_state(state["empo_replay_buffer"])
+        self._attach_replay()          # the Learner's weights and memory both just changed
         self._weights_version += 1
         self._push_exploration()       # plain module attributes are not in checkpoints
         if state.get("empo_env_runners"):

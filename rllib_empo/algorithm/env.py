@@ -5,8 +5,9 @@
   ``terminated`` comes from the world (time is part of the state), ``truncated`` is False.
 - On reset every human draws a goal from ``possible_goals``; in ``step`` the humans act by the
   prior, the world moves, and a human whose goal is achieved draws a new one.
-- Every ``step`` returns ``info["empo"]``: an ``EmpoRow`` holding the successor table of the
-  state the step started from (``rllib_empo.algorithm.tables``), for the learner's model-based targets.
+- Every ``step`` returns ``info["empo"]``: an ``EmpoStep`` naming (by key) the successor table
+  of the state the step started from (``rllib_empo.algorithm.tables``); the env's
+  ``TableBuilder`` holds the entries until the EnvRunner packs them (``take_sample``).
 
 ``env_config`` keys: ``world`` (a registered name or a World instance; set by the registered ids
 such as ``rllib_empo/RockGate-v0``), ``prior`` ("boltzmann", "uniform", "heuristic" or a callable
@@ -87,9 +88,7 @@ class EnvSettings:
     """What the algorithm's config decides about the rows an env records."""
     use_model_based_targets: bool = True
     sum_human_actions: bool = True
-    max_successors: int | None = None      # None: the world's ``max_successors`` hint, else 32
     max_goals_per_human: int = 16
-    succ_goals: bool = False                # record goal tables at successors (direct X_h)
     gamma_h: float = 0.99                   # default discount of the Boltzmann prior
     exploring_starts: float = 0.0           # share of episodes starting at a seen state
 
@@ -100,13 +99,14 @@ class EnvSettings:
         return "sum" if self.sum_human_actions else "sampled_humans"
 
 
-class EmpoRow:
-    """One step's row (dict of arrays) in ``info``. Not a dict on purpose: gymnasium's vector
-    env would otherwise copy every array into per-key batch arrays at every step."""
-    __slots__ = ("columns",)
+class EmpoStep:
+    """What one step adds to the replay memory, in ``info["empo"]``: the key of the table of
+    the state the step left. Not a dict or an int on purpose: gymnasium's vector env would
+    merge those into per-key batch arrays at every step."""
+    __slots__ = ("table",)
 
-    def __init__(self, columns: dict):
-        self.columns = columns
+    def __init__(self, table: int):
+        self.table = table
 
 
 def split_env_config(env_config: dict | None) -> tuple[dict, dict]:
@@ -183,21 +183,16 @@ def table_spec(world, settings: EnvSettings) -> TableSpec:
     s0 = world.initial_state()
     goals0 = [check_goals(world, s0, h) for h in world.human_agent_indices]
     goal = goals0[0][0][0]
-    # G: no wider than the initial state needs (padding costs memory on every row); states
-    # with more goals than G get an unbiased sample of G goals (see TableBuilder.goal_table)
+    # G: no wider than the world needs (the world's ``max_goals`` hint or the initial state);
+    # states with more goals than G keep a fixed draw of G goals (TableBuilder.goal_table)
     max_goals = min(settings.max_goals_per_human,
                     int(getattr(world, "max_goals", max(len(g) for g in goals0))))
-    if settings.mode == "sampled":
-        k = 1
-    else:
-        k = settings.max_successors or int(getattr(world, "max_successors", 32))
     return TableSpec(obs_dim=int(np.asarray(world.encode_state(s0)).shape[0]),
                      goal_dim=int(np.asarray(world.encode_goal(goal)).shape[0]),
                      num_humans=len(world.human_agent_indices),
                      num_robot_actions=num_robot_actions(world),
-                     num_actions=int(world.num_actions), max_successors=k,
-                     max_goals=max_goals, mode=settings.mode,
-                     succ_goals=settings.succ_goals)
+                     num_actions=int(world.num_actions), max_goals=max_goals,
+                     mode=settings.mode)
 
 
 def _draw(p: np.ndarray, u: float) -> int:
@@ -245,28 +240,28 @@ class EmpoEnv(gym.Env):
         s, a_r, rng = self.state, int(action), self.np_random
         human_actions = tuple(_draw(self._builder.prior(s, h, g), rng.random())
                               for h, g in zip(self.humans, self.goals))
-        mode = self.settings.mode
+        b, mode = self._builder, self.settings.mode
         if mode == "sum":
-            row = self._builder.row_sum(s)
-            succ, P = self._builder.successors(s)
-            profile = int(np.ravel_multi_index(human_actions, (self.A,) * len(self.humans)))
-            s2 = succ[_draw(P[a_r, profile], rng.random())]
+            table = b.table_sum(s)
+            j = a_r * self.A ** len(self.humans) + int(
+                np.ravel_multi_index(human_actions, (self.A,) * len(self.humans)))
         elif mode == "sampled_humans":
-            succ, P = self._builder.successors(s, human_actions)
-            s2 = succ[_draw(P[a_r, 0], rng.random())]
-            row = self._builder.row_sampled_humans(s, human_actions, self.goals)
+            table = b.table_sampled_humans(s, human_actions, self.goals)
+            j = a_r
+        if mode != "sampled":
+            kk, kp = table.arrays["kernel_k"][j], table.arrays["kernel_p"][j]
+            s2 = table.succ[int(kk[_draw(kp, rng.random())])]
         else:
-            out = self._builder.transition(s, a_r, human_actions)
-            s2 = out[_draw(np.array([p for p, _ in out]), rng.random())][1]
-            self._builder.remember_states((s2,))
-            row = self._builder.row_sampled(s, a_r, s2, self.goals)
+            succ, kk, kp = b.successors(s, human_actions)
+            s2 = succ[int(kk[a_r][_draw(kp[a_r], rng.random())])]
+            table = b.table_sampled(s, a_r, s2, self.goals)
         self.state = s2
         terminated = bool(self.world.is_terminal(s2))
         if not terminated:
             self.goals = [g if not g.is_achieved(s2) else self._draw_goal(h)
                           for h, g in zip(self.humans, self.goals)]
-        obs = self._builder.encode(s2)
-        return obs, 0.0, terminated, False, {"empo": EmpoRow(row)}
+        obs = b.encode(s2)
+        return obs, 0.0, terminated, False, {"empo": EmpoStep(table.key)}
 
     def render(self):
         text = self.world.render(self.state) if hasattr(self.world, "render") else repr(self.state)
@@ -282,9 +277,14 @@ class EmpoEnv(gym.Env):
         """The raw world state (for analysis; the observation is its encoding)."""
         return self.state
 
+    def take_sample(self) -> tuple[dict, dict, dict]:
+        """The entries (tables, states, goals) of every table named by a step since the last
+        call (``TableBuilder.entries``)."""
+        return self._builder.entries(self._builder.take_pending())
+
     def describe(self) -> dict[str, Any]:
         return {"world": world_name(self.world), "mode": self.settings.mode,
-                **asdict(self.table_spec), "bytes_per_row": self.table_spec.bytes_per_row()}
+                **asdict(self.table_spec)}
 
 
 def _make(world: str | None, env_config: dict | None = None):

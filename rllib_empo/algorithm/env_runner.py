@@ -1,11 +1,12 @@
 """EmpoEnvRunner: RLlib's SingleAgentEnvRunner plus what EMPO needs on every rollout worker.
 
 - It injects the algorithm's ``EnvSettings`` into ``env_config["empo"]`` (its own copy of the
-  config), so every EmpoEnv records the rows the learner's configuration needs.
+  config), so every EmpoEnv records the tables the learner's configuration needs.
 - ``set_exploration(beta_r, epsilon)`` is how the driver pushes the warm-up's beta_r.
-- ``sample_rows()`` samples as usual and turns the episodes into flat column arrays right here,
-  in parallel on every runner: the driver receives numpy arrays, not episode objects, and the
-  per-step ``info`` tables never cross the network a second time.
+- ``sample_rows()`` samples as usual and packs, right here on the runner, one *sample*: a row
+  per env step naming its table by key, and every goal, state and table those rows mention,
+  each once (``tables.pack_sample``). The driver merges it into its stores, which keep each
+  distinct entry once; keys are stable across processes, so runners on any node agree.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.utils.annotations import override
 
 from rllib_empo.algorithm.env import EnvSettings
-from rllib_empo.algorithm.tables import finalize_sampled_rows, stack_rows
+from rllib_empo.algorithm.tables import pack_sample
 from rllib_empo.worlds.protocol import WorldProtocolError
 
 ROW_KEY = "empo"
@@ -39,10 +40,11 @@ class EmpoEnvRunner(SingleAgentEnvRunner):
             self.module.set_exploration(beta_r, epsilon)
 
     def sample_rows(self, **kwargs) -> tuple[dict, dict]:
-        """(columns, metrics): one row per env step taken, then RLlib's runner metrics.
+        """(sample, metrics): the packed sample of this call's env steps (module docstring),
+        then RLlib's runner metrics.
 
         A world that breaks its protocol is returned as the WorldProtocolError in place of
-        the columns: RLlib would otherwise hide it (an empty RuntimeError locally; a runner
+        the sample: RLlib would otherwise hide it (an empty RuntimeError locally; a runner
         that exits and, with fault tolerance, restarts into the same error forever)."""
         try:
             episodes = self.sample(**kwargs)
@@ -52,13 +54,22 @@ class EmpoEnvRunner(SingleAgentEnvRunner):
             if isinstance(err.__cause__, WorldProtocolError):
                 return err.__cause__, {}
             raise
-        rows, logp = [], []
+        keys, weights = [], []
         for ep in episodes:
-            infos = ep.get_infos()[1:]          # info t+1 carries the row of step t
-            rows += [info[ROW_KEY].columns for info in infos]
-            if self._sampled_mode:
-                logp.append(np.asarray(ep.get_extra_model_outputs(Columns.ACTION_LOGP)))
-        columns = stack_rows(rows)
-        if logp:                                # sampled mode: importance weights pi/mu
-            columns = finalize_sampled_rows(columns, np.exp(np.concatenate(logp)))
-        return columns, self.get_metrics()
+            infos = ep.get_infos()[1:]          # info t+1 names the table of step t
+            keys += [info[ROW_KEY].table for info in infos]
+            if self._sampled_mode:              # importance weights pi / mu of the V_h^e target
+                logp = np.asarray(ep.get_extra_model_outputs(Columns.ACTION_LOGP))
+                weights.append(1.0 / np.maximum(np.exp(logp), 1e-8))
+        weights = np.concatenate(weights) if weights else np.ones(len(keys), np.float32)
+        tables, states, goals = {}, {}, {}
+        for env in self._sub_envs():
+            t, s, g = env.take_sample()
+            tables.update(t)
+            states.update(s)
+            goals.update(g)
+        return pack_sample(tables, states, goals, keys, weights), self.get_metrics()
+
+    def _sub_envs(self) -> list:
+        venv = self.env.unwrapped if self.env is not None else None
+        return [e.unwrapped for e in (getattr(venv, "envs", None) or [])]

@@ -152,7 +152,6 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("updates_per_iteration", 8, _POS, "Learner updates per training_step()."),
     _F("learning_starts", None, _optional(_POS, "= train_batch_size_per_learner"),
        "Buffer size before learning starts or resumes after a clear (<= replay_capacity)."),
-    _F("max_successors", None, _optional(_POS, "the world's hint"), "Pad width K of the successor tables."),
     _F("max_goals_per_human", 16, _POS, "Goals per human stored per transition for X_h targets (more are sampled)."),
     _F("sum_human_actions", True, BOOL,
        "Sum human actions out under the prior (False: use the sampled human action)."),

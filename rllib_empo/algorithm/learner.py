@@ -1,6 +1,10 @@
 """EmpoTorchLearner: losses of the active networks, one optimizer per network, target copies.
 
-The Algorithm owns every schedule (docs/DESIGN.md). One ``update()`` call runs one or more
+The Algorithm owns every schedule (docs/DESIGN.md) and the replay memory. Rows name table
+slots; the Learner reads the memory through :meth:`EmpoTorchLearner.attach_replay` (a local
+Learner shares the driver's ``ReplayStore``) or :meth:`apply_replay_delta` (a remote one keeps
+a ``StoreReplica``), and keeps a ``TargetCache`` of the target networks' outputs per state,
+emptied at every target copy. One ``update()`` call runs one or more
 consecutive learner updates, one per minibatch (``num_total_minibatches``), and
 ``timesteps["empo"]`` is an :class:`EmpoUpdate`: the ``StepPlan`` of each of them
 (``rllib_empo.theory.schedule``: active networks, learning rates, beta_r, target copies) and
@@ -25,6 +29,8 @@ from ray.rllib.core.learner.utils import update_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.utils.annotations import override
 
+from rllib_empo.algorithm.batch import TargetCache, expand
+from rllib_empo.algorithm.store import StoreReplica
 from rllib_empo.algorithm.targets import compute_targets, loss_masks, value_loss
 from rllib_empo.theory.params import EmpoParams
 from rllib_empo.theory.schedule import StepPlan
@@ -56,6 +62,33 @@ class EmpoTorchLearner(TorchLearner):
         self._beta_r = 0.0
         self._skip = False
         self._grads_finite = None      # set by postprocess_gradients_for_module (global norm)
+        self._view = None              # the replay memory (attach_replay / apply_replay_delta)
+        self._cache = None
+
+    # ---- the replay memory ----------------------------------------------------------------
+    def attach_replay(self, view) -> None:
+        """Read rows from ``view`` (a ``ReplayStore`` or a ``StoreReplica``)."""
+        self._view = view
+        for module_id in self.module.keys():
+            module = self.module[module_id].unwrapped()
+            self._cache = TargetCache(module, view, self._theory)
+            module.expand = self._expand
+
+    def apply_replay_delta(self, delta: dict) -> None:
+        """A remote Learner catches up with the driver's stores (``ReplayStore.delta``)."""
+        if not isinstance(self._view, StoreReplica):
+            self.attach_replay(StoreReplica(delta["mode"]))
+        self._view.apply(delta)
+
+    def _expand(self, batch):
+        module = next(iter(self.module.values())).unwrapped()
+        b = expand(self._view, batch["table"], batch["weight"], module.num_actions,
+                   module.num_robot_actions)
+        return b, self._active
+
+    @property
+    def target_cache(self) -> TargetCache:
+        return self._cache
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
@@ -95,13 +128,13 @@ class EmpoTorchLearner(TorchLearner):
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
-        module = self.module[module_id].unwrapped()
-        targets = compute_targets(module, batch, self._active, self._beta_r, self._theory)
-        masks = loss_masks(batch)
+        b = fwd_out["batch"]
+        targets = compute_targets(self._cache, b, self._active, self._beta_r, self._theory)
+        masks = loss_masks(b)
         losses = {n: value_loss(n, fwd_out[n], targets[n], masks.get(n), config.value_loss)
                   for n in self._active}
         if not losses:
-            return torch.zeros((), device=batch["obs"].device)
+            return torch.zeros((), device=b.obs.device)
         total = sum(losses.values())
         if not torch.isfinite(total):
             bad = [n for n, l in losses.items() if not torch.isfinite(l)]
@@ -176,7 +209,15 @@ class EmpoTorchLearner(TorchLearner):
                 self._nonfinite(module_id, "non-finite gradient")
         return finite
 
+    @override(TorchLearner)
+    def set_state(self, state) -> None:
+        super().set_state(state)
+        if self._cache is not None:
+            self._cache.invalidate()         # the target networks may have changed
+
     def _sync_targets(self, names) -> None:
+        if names and self._cache is not None:
+            self._cache.invalidate()
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
             for name in names:

@@ -21,9 +21,12 @@ METRICS = (
     ("Loss/<net>", "loss of the last update (iterations with an update, active networks)"),
     ("Prediction/<net>", "mean prediction of the last update's batch"),
     ("Target/<net>", "mean target of the last update's batch"),
-    ("Buffer/size", "rows in the replay buffer"),
+    ("Buffer/size", "rows (transitions) in the replay memory"),
     ("Buffer/num_added", "rows ever added"),
-    ("Buffer/bytes_per_row", "bytes one row (one env step's successor table) occupies"),
+    ("Buffer/states", "distinct states stored (visited states and their successors)"),
+    ("Buffer/tables", "distinct successor tables stored"),
+    ("Buffer/bytes", "bytes of the replay memory: rows, states, tables and goals"),
+    ("Buffer/bytes_per_transition", "Buffer/bytes per row"),
     ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
                        "of the latest evaluation, made every exact_eval_interval iterations; "
                        "Exact/training_iteration says which"),
@@ -32,7 +35,7 @@ METRICS = (
 _GROUPS = {"loss": "Loss", "prediction": "Prediction", "target": "Target"}
 
 
-def log_iteration(metrics, schedule, counters: dict, buffer, transition: bool,
+def log_iteration(metrics, schedule, counters: dict, replay, transition: bool,
                   update_stats: dict) -> None:
     """Log the Warmup/, LearningRate/, Buffer/ scalars of the current step and the
     ``update_stats`` (``loss_<net>`` ... of the iteration's last update; empty without one)."""
@@ -46,9 +49,13 @@ def log_iteration(metrics, schedule, counters: dict, buffer, transition: bool,
     log(("Warmup", "epsilon"), schedule.epsilon_at(t), reduce="item")
     for n in sorted(schedule.existing_networks):
         log(("LearningRate", n), schedule.learning_rate(n, max(t - 1, 0)), reduce="item")
-    log(("Buffer", "size"), len(buffer), reduce="item")
-    log(("Buffer", "num_added"), buffer.num_added, reduce="item")
-    log(("Buffer", "bytes_per_row"), buffer.bytes_per_row, reduce="item")
+    sizes = replay.sizes()
+    log(("Buffer", "size"), sizes["rows"], reduce="item")
+    log(("Buffer", "num_added"), replay.num_added, reduce="item")
+    for key in ("states", "tables"):
+        log(("Buffer", key), sizes[key], reduce="item")
+    log(("Buffer", "bytes"), sizes["bytes_total"], reduce="item")
+    log(("Buffer", "bytes_per_transition"), sizes["bytes_per_transition"], reduce="item")
     for key, value in update_stats.items():
         stat, net = key.split("_", 1)
         log((_GROUPS[stat], net), value, reduce="item")

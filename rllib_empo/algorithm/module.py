@@ -80,6 +80,7 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         obs_dim = int(self.observation_space.shape[0])
         self.num_robot_actions = int(self.action_space.n)
         self.num_humans = int(mc.get("num_humans", 1))
+        self.num_actions = int(mc.get("num_actions", 1))      # per agent
         self.x_h_floor = float(mc.get("x_h_floor", eq.DEFAULT_X_H_FLOOR))
         self.neg_q_r_floor = float(mc.get("neg_q_r_floor", eq.DEFAULT_NEG_Q_R_FLOOR))
         self.q_r = mlp(obs_dim, self.num_robot_actions, hidden("q_r"))
@@ -94,6 +95,8 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         # Plain attributes (not buffers), pushed by the driver; see the module docstring.
         self.beta_r = 0.0
         self.epsilon = 0.0
+        # Set by the Learner: rows (table slots) -> (Batch, networks trained now).
+        self.expand = None
 
     # ---- which networks exist ----------------------------------------------------------
     @property
@@ -169,16 +172,31 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         """Samples from pi_r itself (no epsilon): the EMPO policy is stochastic by definition."""
         return self._act(batch, 0.0)
 
+    @override(TorchRLModule)
+    def forward_train(self, batch: dict, **kwargs) -> dict[str, Any]:
+        # TorchRLModule.forward_train calls self.train() on every call (a recursive walk over
+        # every submodule, ~5% of an update); nothing here ever leaves training mode.
+        if self.inference_only:
+            raise RuntimeError("forward_train on an inference-only EmpoRLModule")
+        return self._forward_train(batch, **kwargs)
+
     @override(RLModule)
     def _forward_train(self, batch: dict, **kwargs) -> dict[str, Any]:
-        """Predictions at s of every existing network (the learner picks the active ones)."""
-        obs = batch[Columns.OBS]
-        out = {"q_r": self.q_r_values(obs),
-               "v_h_e": self.v_h_e_values(obs[:, None, None, :],
-                                          self.goal_inputs(batch["vhe_goal"]))}
+        """Predictions at the rows' states of the networks trained now. Rows name table slots
+        of the replay memory; ``self.expand`` (set by the Learner, which holds the memory)
+        turns them into a ``Batch``, returned under ``"batch"`` for the targets."""
+        if self.expand is None:
+            raise RuntimeError("EmpoRLModule.forward_train needs the Learner's replay memory "
+                               "(EmpoTorchLearner sets module.expand)")
+        b, active = self.expand(batch)
+        out = {"batch": b}
+        if "q_r" in active:
+            out["q_r"] = self.q_r_values(b.obs)
+        if "v_h_e" in active:
+            out["v_h_e"] = self.v_h_e_values(b.obs[:, None, None, :], self.goal_inputs(b.goal_enc))
         for name in ("x_h", "u_r", "v_r"):
-            if name in self.network_names:
-                out[name] = getattr(self, f"{name}_values")(obs)
+            if name in active:
+                out[name] = getattr(self, f"{name}_values")(b.obs)
         return out
 
     # ---- TargetNetworkAPI / InferenceOnlyAPI --------------------------------------------

@@ -1,34 +1,41 @@
-"""Per-transition successor tables: what the learner needs to form model-based targets.
+"""Successor tables: what the learner needs to form model-based targets, as keyed entries.
 
-For a state s the EnvRunner records, once per env step, a *row* of fixed-shape arrays
-(K = padded successor count, H humans, G goals per human, M goals per human trained for
-V_h^e, A_r joint robot actions, D = obs size, Dg = goal-encoding size):
+An EnvRunner's env records, for every step, the *successor table* of the state it left. The
+table, the states it mentions and their goals are entries keyed by stable keys
+(``rllib_empo.worlds.keys``); the driver stores each distinct entry once
+(``rllib_empo.algorithm.store``) and a transition row only names its table. Shapes (H humans,
+G goals per human, A actions per agent, A_r joint robot actions, K distinct successors,
+J joint actions the table covers, Bm the most successors of one joint action):
 
-| column          | shape            | meaning                                                     |
-|-----------------|------------------|-------------------------------------------------------------|
-| obs             | [D]              | encode_state(s)                                             |
-| probs           | [A_r, K]         | P(s'_k | s, a_r), human goals and actions summed out (eq. 4)|
-| succ_obs        | [K, D]           | encode_state(s'_k); zero padding                            |
-| succ_terminal   | [K]              | 1 if s'_k is terminal                                       |
-| vhe_goal        | [H, M, Dg]       | goals whose V_h^e(s, g) is trained on this row              |
-| vhe_probs       | [H, M, A_r, K]   | P(s'_k | s, a_r) with human h pursuing that goal (eq. 6)    |
-| vhe_achieved    | [H, M, K]        | 1{goal achieved in s'_k}                                    |
-| vhe_mask        | [H, M]           | 1 for real entries, 0 for padding                           |
-| goal_enc, goal_w| [H, G, Dg], [H,G]| goals at s and their weights (sum 1 per human), for X_h (7)|
-| succ_goal_enc/_w| [K, H, G, Dg]... | the same at every successor (only when X_h, U_r and V_r are  |
-|                 |                  | all computed directly, which needs X_h at successors)       |
+| entry | column         | shape        | meaning                                                |
+|-------|----------------|--------------|--------------------------------------------------------|
+| goal  | enc            | [Dg]         | encode_goal(g)                                         |
+| state | obs            | [D]          | encode_state(s)                                        |
+|       | terminal       | []           | is_terminal(s)                                         |
+|       | goals, goal_w  | [H, G]       | keys and weights of possible_goals(s, h) (eq. 7)       |
+| table | state          | []           | key of s                                               |
+|       | succ           | [K]          | keys of the distinct successors s'_k                   |
+|       | kernel_k/_p    | [J, Bm]      | the k and P(s'_k | s, joint action j) of every outcome |
+|       | achieved       | [H, M, K]    | 1{goal m of human h is achieved in s'_k}               |
+|       | prior          | [H, G, A]    | pi_h(a | s, g) for the goals of s      (mode "sum")    |
+|       | held           | [H]          | the goal each human holds              (sampled modes) |
+|       | robot_action   | []           | the robot action taken                 (mode "sampled") |
 
-Three ways to fill a row (``mode``):
-- ``"sum"`` (model-based, default): every joint action is enumerated; each human's actions are
-  summed out under the prior, with the goal-marginal prior pi_bar_h = sum_g w(g) pi_h(.|s,g)
-  for eq. (4) and for the other humans in eq. (6). M = G: V_h^e is trained for every goal in
-  the table. Depends on s only, so it is cached per state.
-- ``"sampled_humans"`` (model-based, ``sum_human_actions=False``): the human actions sampled for
-  this step replace the sums; M = 1 (each human's current goal). For worlds whose joint human
-  action space is too large to sum over.
-- ``"sampled"`` (``use_model_based_targets=False``): one observed successor, K = 1; the row's
-  probabilities are one-hot on the robot action taken, and the V_h^e row is divided by the
-  behaviour probability of that action (importance weighting; ``finalize_sampled_rows``).
+Three modes (``TableSpec.mode``):
+- ``"sum"`` (model-based, default): J = A_r * A^H, every joint action (a_r major, then the
+  humans' actions in ``human_agent_indices`` order, C order); M = G, V_h^e is trained for
+  every goal of s. The learner sums the humans' actions out under the prior on the batch
+  (``targets.expand``). The table depends on s only: one per state.
+- ``"sampled_humans"`` (model-based, ``sum_human_actions=False``): the step's sampled human
+  actions stand for the sum; J = A_r; M = 1 (each human's held goal). For worlds whose joint
+  human action space is too large to enumerate.
+- ``"sampled"`` (``use_model_based_targets=False``): the one observed successor; J = 1, and
+  the row's weight is 1 / (behaviour probability of the action), an importance weight for the
+  V_h^e target.
+
+A state with more goals than ``max_goals_per_human`` keeps ``G`` of them, drawn by weight
+with a generator seeded by the state's key (so every EnvRunner draws the same ones), each
+with weight 1/G: an unbiased estimate of eq. (7) over the draws, fixed for the state.
 """
 from __future__ import annotations
 
@@ -36,160 +43,174 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from rllib_empo.worlds.keys import goal_key, stable_key, state_key
 from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, checked_encoding,
                                         checked_goal_encoding, checked_prior, checked_successors,
-                                        joint_action, num_robot_actions, world_name)
+                                        joint_action, num_robot_actions)
 
-COLUMNS = ("obs", "probs", "succ_obs", "succ_terminal", "vhe_goal", "vhe_probs", "vhe_achieved",
-           "vhe_mask", "goal_enc", "goal_w")
-SUCC_GOAL_COLUMNS = ("succ_goal_enc", "succ_goal_w")
 MODES = ("sum", "sampled_humans", "sampled")
-_HUMAN_LETTERS = "abcdefhijlmnopq"  # einsum axes of the humans (not g, k, r)
 
 
 @dataclass(frozen=True)
 class TableSpec:
-    """Shapes of one row; fixed for a world and a configuration."""
+    """What is fixed for a world and a configuration."""
     obs_dim: int
     goal_dim: int
     num_humans: int
     num_robot_actions: int
     num_actions: int
-    max_successors: int       # K
     max_goals: int            # G
     mode: str
-    succ_goals: bool
 
     @property
-    def vhe_goals(self) -> int:  # M
+    def joint_actions(self) -> int:   # J
+        if self.mode == "sum":
+            return self.num_robot_actions * self.num_actions ** self.num_humans
+        return self.num_robot_actions if self.mode == "sampled_humans" else 1
+
+    @property
+    def trained_goals(self) -> int:   # M
         return self.max_goals if self.mode == "sum" else 1
 
-    def shapes(self) -> dict[str, tuple]:
-        D, Dg, H, A, K, G, M = (self.obs_dim, self.goal_dim, self.num_humans,
-                                self.num_robot_actions, self.max_successors, self.max_goals,
-                                self.vhe_goals)
-        out = {"obs": (D,), "probs": (A, K), "succ_obs": (K, D), "succ_terminal": (K,),
-               "vhe_goal": (H, M, Dg), "vhe_probs": (H, M, A, K), "vhe_achieved": (H, M, K),
-               "vhe_mask": (H, M), "goal_enc": (H, G, Dg), "goal_w": (H, G)}
-        if self.succ_goals:
-            out |= {"succ_goal_enc": (K, H, G, Dg), "succ_goal_w": (K, H, G)}
-        return out
 
-    def bytes_per_row(self) -> int:
-        return 4 * sum(int(np.prod(s)) for s in self.shapes().values())
+@dataclass
+class _Table:
+    key: int
+    arrays: dict              # the table's columns (keys of states and goals, not slots)
+    state: object             # the source state
+    succ: list                # the successor states, in column order
+    held: tuple = ()          # the held goals (sampled modes)
 
 
 class TableBuilder:
-    """Builds rows for one world, prior and TableSpec; caches what depends on the state only.
-
-    ``cache_size`` bounds memory on worlds whose states rarely repeat: once full, new
-    entries are simply not cached.
-    """
+    """Builds the keyed entries of one world, prior and TableSpec; caches what depends on the
+    state only (bounded by ``cache_size`` entries per cache: once full, new entries are
+    built again when needed instead of being kept). ``take_sample`` packs the entries the
+    rows since the last call refer to."""
 
     def __init__(self, world, prior, spec: TableSpec, rng: np.random.Generator,
                  cache_size: int = 200_000):
         self.world, self.prior_fn, self.spec, self.rng = world, prior, spec, rng
+        if num_robot_actions(world) != spec.num_robot_actions:
+            raise WorldProtocolError("TableSpec does not match the world's robot actions")
         self.humans = list(world.human_agent_indices)
         self.A = int(world.num_actions)
         self.cache_size = cache_size
-        self._succ_cache: dict = {}     # (state, human actions or None) -> (succ list, P)
-        self._goal_cache: dict = {}     # state -> (enc [H,G,Dg], w [H,G], goals per human)
-        self._row_cache: dict = {}      # state -> row (mode "sum")
-        self._obs_cache: dict = {}
-        self._prior_cache: dict = {}    # (state, human, goal) -> checked prior
+        self._keys: dict = {}            # state -> key
+        self._states: dict = {}          # state -> state entry (dict of arrays)
+        self._goals: dict = {}           # goal -> (key, enc)
+        self._goal_tables: dict = {}     # state -> [goals of human h, ...] (the G kept)
+        self._tables: dict = {}          # table cache key -> _Table
+        self._succ: dict = {}            # (state, human actions) -> (successors, kernel)
+        self._prior: dict = {}           # (state, human, goal) -> checked prior
+        self._obs: dict = {}             # state -> encoding (what the module sees)
+        self._pending: dict = {}         # table key -> _Table referenced since take_sample
         # Non-terminal states met as successors, for exploring starts (bounded like the caches).
         self.seen_states: list = []
         self._seen: set = set()
-        if num_robot_actions(world) != spec.num_robot_actions:
-            raise WorldProtocolError("TableSpec does not match the world's robot actions")
-
-    # ---- pieces -------------------------------------------------------------------------
-    def encode(self, state) -> np.ndarray:
-        enc = self._obs_cache.get(state)
-        if enc is None:
-            enc = checked_encoding(self.world, state, self.spec.obs_dim)
-            self._remember(self._obs_cache, state, enc)
-        return enc
 
     def _remember(self, cache: dict, key, value):
         if len(cache) < self.cache_size:
             cache[key] = value
+        return value
 
-    def goal_table(self, state):
-        """(enc [H,G,Dg], w [H,G], goals per human): all goals if there are at most G, else G
-        goals drawn by weight with weights 1/G (an unbiased estimate of eq. 7); not cached
-        then, so every visit draws afresh."""
-        hit = self._goal_cache.get(state)
+    # ---- pieces -------------------------------------------------------------------------
+    def key(self, state) -> int:
+        k = self._keys.get(state)
+        return k if k is not None else self._remember(self._keys, state, state_key(self.world, state))
+
+    def encode(self, state) -> np.ndarray:
+        enc = self._obs.get(state)
+        if enc is None:
+            enc = self._remember(self._obs, state, checked_encoding(self.world, state,
+                                                                    self.spec.obs_dim))
+        return enc
+
+    def goal_pair(self, goal) -> tuple[int, np.ndarray]:
+        """(key, encoding) of a goal."""
+        hit = self._goals.get(goal)
+        if hit is None:
+            hit = self._remember(self._goals, goal, (
+                goal_key(self.world, goal),
+                checked_goal_encoding(self.world, goal, self.spec.goal_dim)))
+        return hit
+
+    def goal(self, goal) -> int:
+        return self.goal_pair(goal)[0]
+
+    def goal_table(self, state) -> list:
+        """Per human, the goals kept for ``state`` with their weights (module docstring)."""
+        hit = self._goal_tables.get(state)
         if hit is not None:
             return hit
-        H, G, Dg = self.spec.num_humans, self.spec.max_goals, self.spec.goal_dim
-        enc, w = np.zeros((H, G, Dg), np.float32), np.zeros((H, G), np.float32)
-        chosen, cacheable = [], True
-        for i, h in enumerate(self.humans):
+        G, out = self.spec.max_goals, []
+        for h in self.humans:
             goals = check_goals(self.world, state, h)
             if len(goals) > G:
-                cacheable = False
-                p = np.array([gw for _, gw in goals], float)
-                pick = self.rng.choice(len(goals), size=G, p=p / p.sum())
-                goals = [(goals[j][0], 1.0 / G) for j in pick]
-            chosen.append([g for g, _ in goals])
-            for j, (g, gw) in enumerate(goals):
-                enc[i, j], w[i, j] = self.encode_goal(g), gw
-        out = (enc, w, chosen)
-        if cacheable:
-            self._remember(self._goal_cache, state, out)
-        return out
+                p = np.array([w for _, w in goals], float)
+                draw = np.random.default_rng(self.key(state) + h).choice(
+                    len(goals), size=G, p=p / p.sum())
+                goals = [(goals[j][0], 1.0 / G) for j in draw]
+            out.append(goals)
+        return self._remember(self._goal_tables, state, out)
 
-    def successors(self, state, human_actions=None):
-        """Deduplicated successors and P[a_r, a_H, k] (a_H over all joint human actions, or
-        the single given profile)."""
-        key = (state, human_actions)
-        hit = self._succ_cache.get(key)
+    def state_entry(self, state) -> dict:
+        """The state's entry: obs, terminal, goal keys and weights (no goals if terminal)."""
+        hit = self._states.get(state)
         if hit is not None:
             return hit
-        Ar, K = self.spec.num_robot_actions, self.spec.max_successors
+        H, G = self.spec.num_humans, self.spec.max_goals
+        goals, goal_w = np.full((H, G), -1, np.int64), np.zeros((H, G), np.float32)
+        terminal = bool(self.world.is_terminal(state))
+        objs = []
+        if not terminal:
+            for i, per_human in enumerate(self.goal_table(state)):
+                for j, (g, w) in enumerate(per_human):
+                    goals[i, j], goal_w[i, j] = self.goal(g), w
+                    objs.append(g)
+        entry = {"key": self.key(state), "obs": self.encode(state), "terminal": terminal,
+                 "goals": goals, "goal_w": goal_w, "goal_objs": objs}
+        return self._remember(self._states, state, entry)
+
+    def prior(self, state, human: int, goal) -> np.ndarray:
+        """The human prior pi_h(. | state, goal), checked once and cached."""
+        key = (state, human, goal)
+        p = self._prior.get(key)
+        if p is None:
+            p = self._remember(self._prior, key, checked_prior(self.world, self.prior_fn, state,
+                                                               human, goal))
+        return p
+
+    def successors(self, state, human_actions=None):
+        """(distinct successors, kernel_k [J, Bm], kernel_p [J, Bm]) over every joint action
+        (``human_actions`` None: J = A_r * A^H) or over the robot actions with the humans'
+        actions fixed (J = A_r)."""
+        key = (state, human_actions)
+        hit = self._succ.get(key)
+        if hit is not None:
+            return hit
         profiles = ([tuple(human_actions)] if human_actions is not None else
                     list(np.ndindex(*(self.A,) * len(self.humans))))
-        succ, index, entries = [], {}, []
-        for a_r in range(Ar):
-            for j, prof in enumerate(profiles):
+        succ, index, outcomes = [], {}, []
+        for a_r in range(self.spec.num_robot_actions):
+            for prof in profiles:
+                merged: dict = {}
                 for p, s2 in checked_successors(self.world, state,
                                                 joint_action(self.world, a_r, prof)):
                     k = index.get(s2)
                     if k is None:
                         k = index[s2] = len(succ)
                         succ.append(s2)
-                    entries.append((a_r, j, k, p))
-        if len(succ) > K:
-            raise WorldProtocolError(
-                f"world {world_name(self.world)!r}: state {state!r} has {len(succ)} distinct "
-                f"successors, more than max_successors={K}; raise max_successors in the config")
-        P = np.zeros((Ar, len(profiles), K))
-        for a_r, j, k, p in entries:
-            P[a_r, j, k] += p
+                    merged[k] = merged.get(k, 0.0) + float(p)
+                outcomes.append(merged)
+        width = max(len(m) for m in outcomes)
+        kk = np.full((len(outcomes), width), -1, np.int32)
+        kp = np.zeros((len(outcomes), width), np.float32)
+        for j, merged in enumerate(outcomes):
+            kk[j, :len(merged)] = list(merged)
+            kp[j, :len(merged)] = list(merged.values())
         self.remember_states(succ)
-        out = (succ, P)
-        self._remember(self._succ_cache, key, out)
-        return out
-
-    def transition(self, state, robot_action: int, human_actions) -> list:
-        """Checked, cached ``transition_probabilities`` of one joint action."""
-        key = (state, robot_action, human_actions)
-        out = self._succ_cache.get(key)
-        if out is None:
-            out = checked_successors(self.world, state,
-                                     joint_action(self.world, robot_action, human_actions))
-            self._remember(self._succ_cache, key, out)
-        return out
-
-    def prior(self, state, human: int, goal) -> np.ndarray:
-        """The human prior pi_h(. | state, goal), checked once and cached."""
-        key = (state, human, goal)
-        p = self._prior_cache.get(key)
-        if p is None:
-            p = checked_prior(self.world, self.prior_fn, state, human, goal)
-            self._remember(self._prior_cache, key, p)
-        return p
+        return self._remember(self._succ, key, (succ, kk, kp))
 
     def remember_states(self, states) -> None:
         for s in states:
@@ -198,119 +219,121 @@ class TableBuilder:
                 self._seen.add(s)
                 self.seen_states.append(s)
 
-    def _succ_arrays(self, succ):
-        K, D = self.spec.max_successors, self.spec.obs_dim
-        obs, term = np.zeros((K, D), np.float32), np.zeros(K, np.float32)
-        for k, s2 in enumerate(succ):
-            obs[k] = self.encode(s2)
-            term[k] = float(self.world.is_terminal(s2))
-        return obs, term
-
-    def _achieved(self, goals_per_human, succ, M):
-        H, K = self.spec.num_humans, self.spec.max_successors
-        ach, mask = np.zeros((H, M, K), np.float32), np.zeros((H, M), np.float32)
+    def _achieved(self, goals_per_human, succ) -> np.ndarray:
+        ach = np.zeros((self.spec.num_humans, max(len(g) for g in goals_per_human), len(succ)),
+                       np.uint8)
         for i, goals in enumerate(goals_per_human):
-            for j, g in enumerate(goals[:M]):
-                mask[i, j] = 1.0
+            for j, g in enumerate(goals):
                 for k, s2 in enumerate(succ):
-                    ach[i, j, k] = float(g.is_achieved(s2))
-        return ach, mask
+                    ach[i, j, k] = bool(g.is_achieved(s2))
+        return ach
 
-    def _succ_goal_tables(self, row, succ):
-        K, (H, G, Dg) = self.spec.max_successors, (self.spec.num_humans, self.spec.max_goals,
-                                                    self.spec.goal_dim)
-        enc, w = np.zeros((K, H, G, Dg), np.float32), np.zeros((K, H, G), np.float32)
-        for k, s2 in enumerate(succ):
-            if not self.world.is_terminal(s2):
-                enc[k], w[k] = self.goal_table(s2)[:2]
-        row["succ_goal_enc"], row["succ_goal_w"] = enc, w
+    # ---- tables -------------------------------------------------------------------------
+    def table_sum(self, state) -> _Table:
+        """Mode "sum": the table of ``state`` (cached)."""
+        t = self._tables.get(state)
+        if t is None:
+            succ, kk, kp = self.successors(state)
+            goals = [[g for g, _ in per_human] for per_human in self.goal_table(state)]
+            H, G = self.spec.num_humans, self.spec.max_goals
+            prior = np.zeros((H, G, self.A), np.float32)       # padding goals stay 0
+            for i, h in enumerate(self.humans):
+                for j, g in enumerate(goals[i]):
+                    prior[i, j] = self.prior(state, h, g)
+            arrays = {"kernel_k": kk, "kernel_p": kp, "achieved": self._achieved(goals, succ),
+                      "prior": prior}
+            t = self._remember(self._tables, state, _Table(self.key(state), arrays, state, succ))
+        self._pending[t.key] = t
+        return t
 
-    # ---- rows ---------------------------------------------------------------------------
-    def row_sum(self, state) -> dict:
-        """Mode "sum": a cached row for ``state``."""
-        row = self._row_cache.get(state)
-        if row is not None:
-            return row
-        succ, P = self.successors(state)
-        enc, w, goals = self.goal_table(state)
-        H, G, A, Ar, K = (self.spec.num_humans, self.spec.max_goals, self.A,
-                          self.spec.num_robot_actions, self.spec.max_successors)
-        P = P.reshape((Ar,) + (A,) * H + (K,))
-        pi = np.zeros((H, G, A))           # pi_h(a | s, g_j), padding rows stay 0
-        for i, h in enumerate(self.humans):
-            for j, g in enumerate(goals[i]):
-                pi[i, j] = self.prior(state, h, g)
-        pibar = np.einsum("hg,hga->ha", w, pi)   # goal-marginal prior of each human
-        letters = _HUMAN_LETTERS[:H]
-        p_sub = "r" + letters + "k"
-        probs = np.einsum(",".join([p_sub] + list(letters)) + "->rk", P, *pibar)   # eq. (4)
-        vhe = np.zeros((H, G, Ar, K))
-        for i in range(H):                                                          # eq. (6)
-            others = [o for o in range(H) if o != i]
-            subs = [p_sub, "g" + letters[i]] + [letters[o] for o in others]
-            vhe[i] = np.einsum(",".join(subs) + "->grk", P, pi[i], *pibar[others])
-        ach, mask = self._achieved(goals, succ, G)
-        obs_s, term = self._succ_arrays(succ)
-        row = {"obs": self.encode(state), "probs": probs.astype(np.float32),
-               "succ_obs": obs_s, "succ_terminal": term, "vhe_goal": enc,
-               "vhe_probs": vhe.astype(np.float32), "vhe_achieved": ach, "vhe_mask": mask,
-               "goal_enc": enc, "goal_w": w}
-        if self.spec.succ_goals:
-            self._succ_goal_tables(row, succ)
-        if state in self._goal_cache:       # goals were not subsampled: the row is reusable
-            self._remember(self._row_cache, state, row)
-        return row
+    def table_sampled_humans(self, state, human_actions, held_goals) -> _Table:
+        """Mode "sampled_humans": the step's human actions fixed, the held goals trained."""
+        human_actions = tuple(int(a) for a in human_actions)
+        cache_key = (state, human_actions, tuple(held_goals))
+        t = self._tables.get(cache_key)
+        if t is None:
+            succ, kk, kp = self.successors(state, human_actions)
+            key = stable_key((self.key(state), human_actions, tuple(self.goal(g) for g in held_goals)))
+            arrays = {"kernel_k": kk, "kernel_p": kp,
+                      "achieved": self._achieved([[g] for g in held_goals], succ)}
+            t = self._remember(self._tables, cache_key,
+                               _Table(key, arrays, state, succ, tuple(held_goals)))
+        self._pending[t.key] = t
+        return t
 
-    def _held_goal_rows(self, held_goals, succ, probs):
-        """V_h^e entries for the goals the humans hold (M = 1), all with the same probs."""
-        H, Dg = self.spec.num_humans, self.spec.goal_dim
-        goal = np.zeros((H, 1, Dg), np.float32)
-        for i, g in enumerate(held_goals):
-            goal[i, 0] = self.encode_goal(g)
-        ach, mask = self._achieved([[g] for g in held_goals], succ, 1)
-        vhe_probs = np.broadcast_to(probs, (H, 1) + probs.shape).astype(np.float32)
-        return {"vhe_goal": goal, "vhe_probs": vhe_probs, "vhe_achieved": ach, "vhe_mask": mask}
+    def table_sampled(self, state, robot_action: int, next_state, held_goals) -> _Table:
+        """Mode "sampled": the one observed successor."""
+        key = stable_key((self.key(state), int(robot_action), self.key(next_state),
+                          tuple(self.goal(g) for g in held_goals)))
+        arrays = {"kernel_k": np.zeros((1, 1), np.int32), "kernel_p": np.ones((1, 1), np.float32),
+                  "achieved": self._achieved([[g] for g in held_goals], [next_state]),
+                  "robot_action": np.int64(robot_action)}
+        self.remember_states([next_state])
+        t = _Table(key, arrays, state, [next_state], tuple(held_goals))
+        self._pending[t.key] = t
+        return t
 
-    def encode_goal(self, goal) -> np.ndarray:
-        return checked_goal_encoding(self.world, goal, self.spec.goal_dim)
+    # ---- what a sample carries ----------------------------------------------------------
+    def take_pending(self) -> list:
+        """The tables referenced since the last call (and forget them)."""
+        out, self._pending = list(self._pending.values()), {}
+        return out
 
-    def row_sampled_humans(self, state, human_actions, held_goals) -> dict:
-        """Mode "sampled_humans": the step's sampled human actions replace the sum over them."""
-        succ, P = self.successors(state, tuple(int(a) for a in human_actions))
-        probs = P[:, 0, :].astype(np.float32)
-        enc, w, _ = self.goal_table(state)
-        obs_s, term = self._succ_arrays(succ)
-        row = {"obs": self.encode(state), "probs": probs, "succ_obs": obs_s,
-               "succ_terminal": term, "goal_enc": enc, "goal_w": w,
-               **self._held_goal_rows(held_goals, succ, probs)}
-        if self.spec.succ_goals:
-            self._succ_goal_tables(row, succ)
-        return row
-
-    def row_sampled(self, state, robot_action: int, next_state, held_goals) -> dict:
-        """Mode "sampled": the one observed successor (K = 1). ``finalize_sampled_rows`` later
-        divides the V_h^e probabilities by the behaviour probability of ``robot_action``."""
-        probs = np.zeros((self.spec.num_robot_actions, 1), np.float32)
-        probs[robot_action, 0] = 1.0
-        enc, w, _ = self.goal_table(state)
-        obs_s, term = self._succ_arrays([next_state])
-        row = {"obs": self.encode(state), "probs": probs, "succ_obs": obs_s,
-               "succ_terminal": term, "goal_enc": enc, "goal_w": w,
-               **self._held_goal_rows(held_goals, [next_state], probs)}
-        if self.spec.succ_goals:
-            self._succ_goal_tables(row, [next_state])
-        return row
+    def entries(self, tables: list) -> tuple[dict, dict, dict]:
+        """({key: table columns}, {key: state entry}, {key: goal enc}) of ``tables`` and
+        every state and goal they mention."""
+        t_out, s_out, g_out = {}, {}, {}
+        for t in tables:
+            cols = dict(t.arrays)
+            cols["state"] = np.int64(self.key(t.state))
+            cols["succ"] = np.array([self.key(s) for s in t.succ], np.int64)
+            if self.spec.mode != "sum":
+                cols["held"] = np.array([self.goal(g) for g in t.held], np.int64)
+            t_out[t.key] = cols
+            for s in [t.state, *t.succ]:
+                e = self.state_entry(s)
+                s_out[e["key"]] = e
+        for g in [g for e in s_out.values() for g in e["goal_objs"]] + \
+                [g for t in tables for g in t.held]:
+            k, enc = self.goal_pair(g)
+            g_out[k] = enc
+        return t_out, s_out, g_out
 
 
-def stack_rows(rows: list[dict]) -> dict[str, np.ndarray]:
-    """List of rows -> dict of column arrays with a leading row axis."""
-    if not rows:
-        return {}
-    return {c: np.stack([r[c] for r in rows]) for c in rows[0]}
+def _stack(values: list, fill, dtype) -> np.ndarray:
+    """Arrays of equal rank and possibly different shapes, padded with ``fill`` and stacked."""
+    if not values:
+        return np.zeros((0,), dtype)
+    values = [np.asarray(v) for v in values]
+    shape = tuple(max(v.shape[d] for v in values) for d in range(values[0].ndim))
+    out = np.full((len(values),) + shape, fill, dtype)
+    for i, v in enumerate(values):
+        out[(i,) + tuple(slice(0, d) for d in v.shape)] = v
+    return out
 
 
-def finalize_sampled_rows(columns: dict, behaviour_prob: np.ndarray) -> dict:
-    """Importance weighting of the sampled V_h^e target: E_mu[(pi/mu) X] = E_pi[X]."""
-    columns["vhe_probs"] = columns["vhe_probs"] / np.maximum(
-        behaviour_prob, 1e-8)[:, None, None, None, None].astype(np.float32)
-    return columns
+_TABLE_PAD = {"state": (-1, np.int64), "succ": (-1, np.int64), "kernel_k": (-1, np.int32),
+              "kernel_p": (0.0, np.float32), "achieved": (0, np.uint8),
+              "prior": (0.0, np.float32), "held": (-1, np.int64), "robot_action": (-1, np.int64)}
+
+
+def pack_sample(tables: dict, states: dict, goals: dict, row_keys, row_weights) -> dict:
+    """The dict a ``ReplayStore.add`` merges: every entry once, padded to this sample's widths;
+    rows name their tables by key."""
+    t_keys = list(tables)
+    t_cols = {c: _stack([tables[k][c] for k in t_keys], *_TABLE_PAD[c])
+              for c in (tables[t_keys[0]] if t_keys else ())}
+    s_keys = list(states)
+    s = [states[k] for k in s_keys]
+    return {
+        "goals": {"key": np.array(list(goals), np.int64),
+                  "enc": _stack([goals[k] for k in goals], 0.0, np.float32)},
+        "states": {"key": np.array(s_keys, np.int64),
+                   "obs": _stack([e["obs"] for e in s], 0.0, np.float32),
+                   "terminal": np.array([e["terminal"] for e in s], bool),
+                   "goals": _stack([e["goals"] for e in s], -1, np.int64),
+                   "goal_w": _stack([e["goal_w"] for e in s], 0.0, np.float32)},
+        "tables": {"key": np.array(t_keys, np.int64), **t_cols},
+        "rows": {"table": np.asarray(row_keys, np.int64),
+                 "weight": np.asarray(row_weights, np.float32)},
+    }

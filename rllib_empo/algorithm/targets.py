@@ -1,6 +1,7 @@
-"""Model-based targets of the five networks, vectorised over a batch of rows and successors.
+"""Model-based targets of the five networks, vectorised over a minibatch, and the losses.
 
-Every target uses the *target* networks (marked ^T) and the formulas of ``equations``:
+Every target uses the *target* networks (marked ^T; their outputs per state come from the
+``TargetCache`` of ``rllib_empo.algorithm.batch``) and the formulas of ``equations``:
 
     V_h^e target : sum_k [sum_a pi_r^T(a|s) P_h(k|a)] (ach + (1-ach)(1-term) gamma_h V_h^e^T(s'_k, g))
     X_h target   : sum_g w(g) V_h^e^T(s, g)^zeta                         (eq. 7)
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from rllib_empo.algorithm.batch import Batch, TargetCache
 from rllib_empo.theory import equations as eq
 from rllib_empo.theory.params import EmpoParams
 
@@ -49,63 +51,44 @@ def v_r_at(module, obs, goal_enc, goal_w, beta_r, th: EmpoParams, target: bool =
     return eq.v_r_from(u_r_at(module, obs, goal_enc, goal_w, th, target), pi, q)
 
 
-def _v_h_e_at_successors(module, batch: dict, term: torch.Tensor) -> torch.Tensor:
-    """V_h^e^T(s'_k, g) [B, H, M, K], evaluated only where eq. (6) uses it: successors that
-    some robot action reaches, that are not terminal and where the goal is not yet achieved
-    (elsewhere it is multiplied by 0). On rock_gate that skips most of the padded entries."""
-    probs, ach = batch["vhe_probs"], batch["vhe_achieved"]
-    needed = (probs.sum(-2) > 0) & (term == 0) & (ach == 0) & (batch["vhe_mask"][..., None] > 0)
-    b, h, m, k = needed.nonzero(as_tuple=True)
-    out = torch.zeros_like(ach)
-    if b.numel():
-        goal = module.goal_inputs(batch["vhe_goal"])                       # [B, H, M, Dg+H]
-        out[b, h, m, k] = module.v_h_e_values(batch["succ_obs"][b, k], goal[b, h, m],
-                                              target=True)
-    return out
-
-
-def compute_targets(module, batch: dict, networks, beta_r: float, th: EmpoParams) -> dict:
-    """Targets for ``networks`` (a subset of the module's networks), without gradients.
+def compute_targets(cache: TargetCache, b: Batch, networks, beta_r: float,
+                    th: EmpoParams) -> dict:
+    """Targets for ``networks`` (a subset of the module's networks) on the expanded minibatch
+    ``b``, from the target networks' outputs in ``cache`` (no gradients).
 
     Shapes: q_r [B, A_r], v_h_e [B, H, M], x_h [B, H], u_r [B], v_r [B].
     """
     out = {}
-    obs = batch["obs"]
     with torch.no_grad():
-        pi_s = None
-        if {"v_h_e", "v_r"} & set(networks):
-            q_s = module.q_r_values(obs, target=True)
-            pi_s = th.policy(q_s, beta_r)
+        cache.ensure(torch.unique(torch.cat([b.s, b.succ[b.succ_valid]])))
+        q_s = cache.q[b.s]
+        pi_s = th.policy(q_s, beta_r)
         if "v_h_e" in networks:
-            term = batch["succ_terminal"][:, None, None, :]
-            v_next = _v_h_e_at_successors(module, batch, term)             # [B, H, M, K]
-            out["v_h_e"] = eq.v_h_e_from_successors(pi_s[:, None, None, :], batch["vhe_probs"],
-                                                    batch["vhe_achieved"], term, v_next,
-                                                    th.gamma_h)
+            term = b.succ_terminal[:, None, None, :]
+            out["v_h_e"] = eq.v_h_e_from_successors(pi_s[:, None, None, :], b.vhe_probs,
+                                                    b.achieved, term,
+                                                    cache.v_h_e_at_successors(b), th.gamma_h)
         if "x_h" in networks:
-            v = module.v_h_e_values(obs[:, None, None, :], module.goal_inputs(batch["goal_enc"]),
-                                    target=True)
-            out["x_h"] = eq.x_h_from_v_h_e(v, batch["goal_w"], th.zeta, th.x_h_floor)
+            out["x_h"] = eq.x_h_from_v_h_e(cache.vhe[b.s], b.goal_w, th.zeta, th.x_h_floor)
         if "u_r" in networks:
-            x = x_h_at(module, obs, batch["goal_enc"], batch["goal_w"], th)
-            out["u_r"] = eq.u_r_from_x_h(x, th.xi, th.eta, th.x_h_floor)
+            out["u_r"] = eq.u_r_from_x_h(cache.x[b.s], th.xi, th.eta, th.x_h_floor)
         if "q_r" in networks:
-            v_next = v_r_at(module, batch["succ_obs"], batch.get("succ_goal_enc"),
-                            batch.get("succ_goal_w"), beta_r, th)              # [B, K]
-            out["q_r"] = eq.q_r_from_successors(batch["probs"], v_next, batch["succ_terminal"],
-                                                th.gamma_r)
+            if "v_r" in cache.module.network_names:
+                v_next = cache.v_r[b.succ]
+            else:
+                q_next = cache.q[b.succ]
+                v_next = eq.v_r_from(cache.u[b.succ], th.policy(q_next, beta_r), q_next)
+            out["q_r"] = eq.q_r_from_successors(b.probs, v_next, b.succ_terminal, th.gamma_r)
         if "v_r" in networks:
-            u = u_r_at(module, obs, batch["goal_enc"], batch["goal_w"], th)
-            out["v_r"] = eq.v_r_from(u, pi_s, module.q_r_values(obs, target=True))
+            out["v_r"] = eq.v_r_from(cache.u[b.s], pi_s, q_s)
     return out
 
 
-def loss_masks(batch: dict) -> dict:
+def loss_masks(b: Batch) -> dict:
     """Which prediction entries are real: Q_r only for robot actions with a successor table
     (all of them in model-based mode, the action taken in sampled mode); V_h^e only for
     non-padding goals."""
-    return {"q_r": (batch["probs"].sum(-1) > 0).to(batch["probs"].dtype),
-            "v_h_e": batch["vhe_mask"]}
+    return {"q_r": b.q_mask, "v_h_e": b.goal_mask}
 
 
 # Networks whose values span orders of magnitude: Q_r, U_r, V_r (negative) and X_h

@@ -187,9 +187,7 @@ def _check_environment(cfg) -> None:
         else:                             # one joint action is enough to catch the common slips
             checked_transitions(w, s0, [0] * num_agents(w))
     except WorldProtocolError as err:
-        field = ("max_successors" if cfg.max_successors is not None and "max_successors" in str(err)
-                 else "env_config['world']")
-        _reraise(err, field)
+        _reraise(err, "env_config['world']")
     if not isinstance(world, str) and (cfg.num_env_runners or 0) > 0:
         from ray import cloudpickle
         try:

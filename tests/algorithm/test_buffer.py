@@ -16,9 +16,9 @@ def rows(start: int, n: int) -> dict:
 
 
 def ids_of(buf: TransitionBuffer) -> list:
-    """The row numbers held, oldest first (from the checkpoint state)."""
-    state = buf.get_state()
-    return [] if state["columns"] is None else state["columns"]["flag"].tolist()
+    """The row numbers held, oldest first."""
+    rows_ = buf.oldest_first()
+    return [] if rows_ is None else rows_["flag"].tolist()
 
 
 def test_add_len_sample_clear():
@@ -103,8 +103,7 @@ def test_state_round_trip(n_added):
     if n_added:
         a = buf.sample(30, np.random.default_rng(9))
         b = other.sample(30, np.random.default_rng(9))
-        if n_added <= 5:       # not wrapped: same slots, so the same samples
-            assert all(np.array_equal(a[k], b[k]) for k in a)
+        assert all(np.array_equal(a[k], b[k]) for k in a)    # the same slots: same samples
         assert set(b["flag"].tolist()) <= set(ids_of(buf))
         # after the round trip new rows still overwrite the oldest ones
         other.add(rows(100, 1))
@@ -119,6 +118,18 @@ def test_state_is_a_copy():
     buf.add(rows(2, 2))
     buf.clear()
     assert state["columns"]["flag"].tolist() == [0, 1]
+
+
+def test_add_returns_the_rows_that_leave_and_clear_the_rows_held():
+    buf = TransitionBuffer(4)
+    assert buf.add(rows(0, 3)) is None
+    out = buf.add(rows(3, 3))                     # overwrites rows 0 and 1
+    assert out["flag"].tolist() == [0, 1]
+    out = buf.add(rows(6, 6))                     # larger than the buffer: 4 kept
+    assert sorted(out["flag"].tolist()) == [2, 3, 4, 5, 6, 7]
+    assert ids_of(buf) == [8, 9, 10, 11]
+    assert sorted(buf.clear()["flag"].tolist()) == [8, 9, 10, 11]
+    assert buf.clear() is None and len(buf) == 0
 
 
 def test_shape_mismatch_raises():

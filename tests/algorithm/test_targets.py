@@ -1,10 +1,14 @@
-"""The target formulas match a brute-force per-transition computation on random batches.
+"""The targets match a brute-force per-row computation on random replay memories.
 
-``targets.compute_targets`` (vectorised over rows, humans, goals, robot actions and
-successors) is compared with a per-row Python loop written directly from docs/DESIGN.md ("Data
-flow"), which calls the module's *target* heads one row (one state) at a time, for every
-combination of x_h/u_r/v_r_use_network. The target networks are perturbed away from the main
-networks first, so that reading a main network instead of its target copy fails the test.
+A random *sample* (the dict an EnvRunner sends: goals, states and tables keyed by key, rows
+naming tables) is merged into a ``ReplayStore``; ``batch.expand`` turns its rows into a
+minibatch and ``targets.compute_targets`` computes every network's target through the
+``TargetCache``. The brute force reads the same sample as plain Python, rebuilds the
+probabilities of eqs. (4) and (6) from the joint kernel and the prior with loops over the
+joint actions, and calls the module's *target* heads one state at a time (no cache) -- for
+every combination of x_h/u_r/v_r_use_network and the three table modes. The target networks
+are perturbed away from the main networks first, so that reading a main network instead of
+its target copy fails the test.
 """
 from __future__ import annotations
 
@@ -15,30 +19,31 @@ import numpy as np
 import pytest
 import torch
 
+from rllib_empo.algorithm.batch import TargetCache, expand
 from rllib_empo.algorithm.module import EmpoRLModule
-from rllib_empo.algorithm.tables import TableSpec
+from rllib_empo.algorithm.store import ReplayStore
+from rllib_empo.algorithm.targets import LOG_TARGET_FLOOR, compute_targets, loss_masks, value_loss
 from rllib_empo.theory.params import EmpoParams
-from rllib_empo.algorithm.targets import (LOG_TARGET_FLOOR, compute_targets, loss_masks,
-                                value_loss)
 
-D, DG, H, A, K, G = 9, 4, 2, 4, 5, 3
+D, DG, H, A, G = 9, 4, 2, 3, 3      # robots: 1, so A_r = A
+AR = A
 TH = EmpoParams(gamma_h=0.9, gamma_r=0.8, zeta=2.0, xi=1.5, eta=1.2, x_h_floor=1e-3,
-            neg_q_r_floor=1e-3)
+                neg_q_r_floor=1e-3)
 BETA = 3.0
 FLAGS = list(itertools.product([True, False], repeat=3))   # x_h, u_r, v_r _use_network
 
 
 def model_config(x_h, u_r, v_r):
-    """What EmpoConfig._model_config_auto_includes produces (tests/test_config checks that)."""
-    return {"hidden_sizes": (16, 16), "num_humans": H, "goal_dim": DG, "x_h_use_network": x_h,
-            "u_r_use_network": u_r, "v_r_use_network": v_r, "x_h_floor": TH.x_h_floor,
-            "neg_q_r_floor": TH.neg_q_r_floor}
+    """What EmpoConfig._model_config_auto_includes produces."""
+    return {"hidden_sizes": (16, 16), "num_humans": H, "num_actions": A, "goal_dim": DG,
+            "x_h_use_network": x_h, "u_r_use_network": u_r, "v_r_use_network": v_r,
+            "x_h_floor": TH.x_h_floor, "neg_q_r_floor": TH.neg_q_r_floor}
 
 
 def make_module(x_h, u_r, v_r, seed=0):
     torch.manual_seed(seed)
     m = EmpoRLModule(observation_space=gym.spaces.Box(-np.inf, np.inf, (D,), np.float32),
-                     action_space=gym.spaces.Discrete(A), model_config=model_config(x_h, u_r, v_r))
+                     action_space=gym.spaces.Discrete(AR), model_config=model_config(x_h, u_r, v_r))
     m.make_target_networks()
     with torch.no_grad():            # targets differ from the main networks
         for name in m.network_names:
@@ -47,163 +52,235 @@ def make_module(x_h, u_r, v_r, seed=0):
     return m
 
 
-def spec(x_h, u_r, v_r):
-    return TableSpec(obs_dim=D, goal_dim=DG, num_humans=H, num_robot_actions=A, num_actions=A,
-                     max_successors=K, max_goals=G, mode="sum",
-                     succ_goals=not (x_h or u_r or v_r))
-
-
-def random_batch(sp: TableSpec, B=6, seed=0) -> dict:
+def random_sample(mode: str, seed=0, num_states=14, num_tables=6, num_goals=5) -> dict:
+    """A sample as ``tables.pack_sample`` builds it, with random content: successors with up
+    to 2 outcomes per joint action, some terminal successors, goal tables of varying length
+    (padding), a human without power (all goal weights on one goal it never reaches)."""
     rng = np.random.default_rng(seed)
-    shapes = sp.shapes()
     f = np.float32
-    batch = {"obs": rng.normal(size=(B, D)).astype(f),
-             "succ_obs": rng.normal(size=(B, K, D)).astype(f),
-             "succ_terminal": (rng.random((B, K)) < 0.3).astype(f),
-             "vhe_goal": rng.normal(size=(B, H, sp.vhe_goals, DG)).astype(f),
-             "vhe_achieved": (rng.random((B, H, sp.vhe_goals, K)) < 0.3).astype(f),
-             "vhe_mask": (rng.random((B, H, sp.vhe_goals)) < 0.8).astype(f),
-             "goal_enc": rng.normal(size=(B, H, G, DG)).astype(f)}
-    probs = rng.random((B, A, K))
-    probs[:, :, -1] = 0.0                                  # a padding successor column
-    batch["probs"] = (probs / probs.sum(-1, keepdims=True)).astype(f)
-    vp = rng.random((B, H, sp.vhe_goals, A, K))
-    batch["vhe_probs"] = (vp / vp.sum(-1, keepdims=True)).astype(f)
-    w = rng.random((B, H, G))
-    w[:, :, -1] = 0.0                                      # a padding goal
-    w = w / w.sum(-1, keepdims=True)
-    w[0, 1] = 0.0                                          # a human without power: X_h floor
-    batch["goal_w"] = w.astype(f)
-    if sp.succ_goals:
-        batch["succ_goal_enc"] = rng.normal(size=(B, K, H, G, DG)).astype(f)
-        sw = rng.random((B, K, H, G))
-        batch["succ_goal_w"] = (sw / sw.sum(-1, keepdims=True)).astype(f)
-    assert {k: v.shape[1:] for k, v in batch.items()} == shapes
-    return {k: torch.from_numpy(v) for k, v in batch.items()}
+    goal_keys = rng.choice(10**9, size=num_goals, replace=False).astype(np.int64) + 1
+    state_keys = rng.choice(10**9, size=num_states, replace=False).astype(np.int64) + 1
+    goals = np.full((num_states, H, G), -1, np.int64)
+    goal_w = np.zeros((num_states, H, G), f)
+    for i in range(num_states):
+        for h in range(H):
+            n = int(rng.integers(1, G + 1))
+            goals[i, h, :n] = rng.choice(goal_keys, size=n, replace=False)
+            w = rng.random(n) + 0.1
+            goal_w[i, h, :n] = w / w.sum()
+    terminal = rng.random(num_states) < 0.25
+    terminal[:num_tables] = False                       # the table sources are not terminal
+    goals[terminal], goal_w[terminal] = -1, 0.0
+    J = AR * A ** H if mode == "sum" else (AR if mode == "sampled_humans" else 1)
+    t_cols = {k: [] for k in ("state", "succ", "kernel_k", "kernel_p", "achieved")}
+    extra = {"sum": ("prior",), "sampled_humans": ("held",),
+             "sampled": ("held", "robot_action")}[mode]
+    t_cols.update({k: [] for k in extra})
+    K = 5
+    for t in range(num_tables):
+        n_succ = int(rng.integers(2, K + 1)) if mode != "sampled" else 1
+        succ = rng.choice(np.arange(num_tables, num_states), size=n_succ, replace=False)
+        kk = np.full((J, 2), -1, np.int32)
+        kp = np.zeros((J, 2), f)
+        for j in range(J):
+            n = 1 if mode == "sampled" else int(rng.integers(1, 3))
+            kk[j, :n] = rng.choice(n_succ, size=n, replace=False)
+            p = rng.random(n) + 0.1
+            kp[j, :n] = p / p.sum()
+        row = {"state": state_keys[t], "succ": np.pad(state_keys[succ], (0, K - n_succ),
+                                                      constant_values=-1),
+               "kernel_k": kk, "kernel_p": kp}
+        M = G if mode == "sum" else 1
+        row["achieved"] = (rng.random((H, M, K)) < 0.3).astype(np.uint8)
+        if mode == "sum":
+            prior = rng.random((H, G, A)).astype(f)
+            prior /= prior.sum(-1, keepdims=True)
+            prior[goals[t] < 0] = 0.0
+            row["prior"] = prior
+        else:
+            row["held"] = np.array([rng.choice(goals[t, h][goals[t, h] >= 0]) for h in range(H)])
+        if mode == "sampled":
+            row["robot_action"] = np.int64(rng.integers(AR))
+        for k, v in row.items():
+            t_cols[k].append(v)
+    table_keys = rng.choice(10**9, size=num_tables, replace=False).astype(np.int64) + 1
+    weight = (rng.random(num_tables) + 0.5).astype(f) if mode == "sampled" else np.ones(num_tables, f)
+    return {"goals": {"key": goal_keys, "enc": rng.normal(size=(num_goals, DG)).astype(f)},
+            "states": {"key": state_keys, "obs": rng.normal(size=(num_states, D)).astype(f),
+                       "terminal": terminal, "goals": goals, "goal_w": goal_w},
+            "tables": {"key": table_keys, **{k: np.stack(v) for k, v in t_cols.items()}},
+            "rows": {"table": table_keys, "weight": weight}}
+
+
+def memory(sample: dict, mode: str) -> ReplayStore:
+    store = ReplayStore(100, mode)
+    store.add(sample)
+    return store
+
+
+def minibatch(store: ReplayStore, sample: dict):
+    """All rows of the sample, in sample order."""
+    tables = torch.from_numpy(store.tables.translate(sample["rows"]["table"]))
+    return expand(store, tables, torch.from_numpy(sample["rows"]["weight"]), A, AR)
 
 
 # ------------------------------------------------------------ brute force, one row at a time
 class BruteForce:
-    """Eqs. (4)-(9) as written in docs/DESIGN.md, with the target networks evaluated per state."""
+    """Eqs. (4)-(9) from the raw sample, target networks evaluated per state."""
 
-    def __init__(self, m: EmpoRLModule):
-        self.m = m
-        self.nets = set(m.network_names)
+    def __init__(self, m: EmpoRLModule, sample: dict, mode: str):
+        self.m, self.mode, self.nets = m, mode, set(m.network_names)
+        st, go = sample["states"], sample["goals"]
+        self.state = {int(k): i for i, k in enumerate(st["key"])}
+        self.enc = {int(k): go["enc"][i] for i, k in enumerate(go["key"])}
+        self.st, self.tb, self.rows = st, sample["tables"], sample["rows"]
 
-    # the target heads, one state at a time
-    def q(self, s):
+    def obs(self, key):
+        return torch.from_numpy(self.st["obs"][self.state[key]])
+
+    def goals_of(self, key, h):
+        i = self.state[key]
+        return [(int(g), float(w)) for g, w in zip(self.st["goals"][i, h], self.st["goal_w"][i, h])
+                if g >= 0]
+
+    def q(self, key):
         with torch.no_grad():
-            return self.m.q_r_values(s[None], target=True)[0].double().numpy()
+            return self.m.q_r_values(self.obs(key)[None], target=True)[0].double().numpy()
 
-    def v_h_e(self, s, goal, h):
-        gi = torch.cat([goal, torch.nn.functional.one_hot(torch.tensor(h), H).float()])
+    def v_h_e(self, key, goal, h):
+        gi = torch.cat([torch.from_numpy(self.enc[goal]),
+                        torch.nn.functional.one_hot(torch.tensor(h), H).float()])
         with torch.no_grad():
-            return float(self.m.v_h_e_values(s[None], gi[None], target=True)[0])
+            return float(self.m.v_h_e_values(self.obs(key)[None], gi[None], target=True)[0])
 
     def pi(self, q, beta):
         w = np.array([max(-x, TH.neg_q_r_floor) ** (-beta) for x in q])
         return w / w.sum()
 
-    def x_h(self, s, genc, gw):
+    def x_h(self, key):
         if "x_h" in self.nets:
             with torch.no_grad():
-                return self.m.x_h_values(s[None], target=True)[0].double().numpy()
-        return self.x_h_direct(s, genc, gw)
+                return self.m.x_h_values(self.obs(key)[None], target=True)[0].double().numpy()
+        return self.x_h_direct(key)
 
-    def x_h_direct(self, s, genc, gw):
+    def x_h_direct(self, key):
         out = []
         for h in range(H):
-            x = sum(float(gw[h, g]) * min(max(self.v_h_e(s, genc[h, g], h), 0.0), 1.0) ** TH.zeta
-                    for g in range(G))
+            x = sum(w * min(max(self.v_h_e(key, g, h), 0.0), 1.0) ** TH.zeta
+                    for g, w in self.goals_of(key, h))
             out.append(min(max(x, TH.x_h_floor), 1.0))
         return np.array(out)
 
-    def u_r(self, s, genc, gw):
+    def u_r(self, key):
         if "u_r" in self.nets:
             with torch.no_grad():
-                return float(self.m.u_r_values(s[None], target=True)[0])
-        x = self.x_h(s, genc, gw)
-        return -(np.mean([max(xh, TH.x_h_floor) ** (-TH.xi) for xh in x])) ** TH.eta
+                return float(self.m.u_r_values(self.obs(key)[None], target=True)[0])
+        return -(np.mean([max(x, TH.x_h_floor) ** (-TH.xi) for x in self.x_h(key)])) ** TH.eta
 
-    def v_r(self, s, genc, gw, beta):
+    def v_r(self, key, beta):
         if "v_r" in self.nets:
             with torch.no_grad():
-                return float(self.m.v_r_values(s[None], target=True)[0])
-        q = self.q(s)
-        return self.u_r(s, genc, gw) + float(self.pi(q, beta) @ q)
+                return float(self.m.v_r_values(self.obs(key)[None], target=True)[0])
+        q = self.q(key)
+        return self.u_r(key) + float(self.pi(q, beta) @ q)
 
-    def targets(self, batch, beta):
-        B = len(batch["obs"])
-        M = batch["vhe_goal"].shape[2]
-        out = {"v_h_e": np.zeros((B, H, M)), "x_h": np.zeros((B, H)), "u_r": np.zeros(B),
-               "q_r": np.zeros((B, A)), "v_r": np.zeros(B)}
-        for b in range(B):
-            s = batch["obs"][b]
-            q_s = self.q(s)
+    def distributions(self, t):
+        """(succ keys, P(k | a_r) per a_r, {(h, m): P_hm(k | a_r)}, trained goals per human)."""
+        tb = self.tb
+        succ = [int(k) for k in tb["succ"][t] if k >= 0]
+        K = len(succ)
+        J = tb["kernel_k"].shape[1]
+        joint = np.zeros((J, K))
+        for j in range(J):
+            for k, p in zip(tb["kernel_k"][t, j], tb["kernel_p"][t, j]):
+                if k >= 0:
+                    joint[j, k] += p
+        s_key = int(tb["state"][t])
+        if self.mode == "sum":
+            goals = {h: [g for g, _ in self.goals_of(s_key, h)] for h in range(H)}
+            prior = tb["prior"][t]
+            pibar = {h: sum(w * prior[h, j] for j, (_, w) in enumerate(self.goals_of(s_key, h)))
+                     for h in range(H)}
+            probs = np.zeros((AR, K))
+            vhe = {(h, m): np.zeros((AR, K)) for h in range(H) for m in range(len(goals[h]))}
+            for a_r in range(AR):
+                for a_h in itertools.product(range(A), repeat=H):
+                    j = a_r * A ** H + int(np.ravel_multi_index(a_h, (A,) * H))
+                    w_all = np.prod([pibar[h][a_h[h]] for h in range(H)])
+                    probs[a_r] += w_all * joint[j]
+                    for h in range(H):
+                        w_o = np.prod([pibar[o][a_h[o]] for o in range(H) if o != h])
+                        for m in range(len(goals[h])):
+                            vhe[(h, m)][a_r] += prior[h, m, a_h[h]] * w_o * joint[j]
+        else:
+            goals = {h: [int(tb["held"][t, h])] for h in range(H)}
+            if self.mode == "sampled_humans":
+                probs = joint
+            else:
+                probs = np.zeros((AR, K))
+                probs[int(tb["robot_action"][t])] = joint[0]
+            wt = float(self.rows["weight"][t])
+            vhe = {(h, 0): probs * wt for h in range(H)}
+        return succ, probs, vhe, goals
+
+    def targets(self, beta):
+        n = len(self.tb["key"])
+        M = G if self.mode == "sum" else 1
+        out = {"v_h_e": np.zeros((n, H, M)), "x_h": np.zeros((n, H)), "u_r": np.zeros(n),
+               "q_r": np.zeros((n, AR)), "v_r": np.zeros(n)}
+        for t in range(n):
+            s_key = int(self.tb["state"][t])
+            succ, probs, vhe, goals = self.distributions(t)
+            term = [bool(self.st["terminal"][self.state[k]]) for k in succ]
+            q_s = self.q(s_key)
             pi_s = self.pi(q_s, beta)
-            # V_h^e: sum_k [sum_a pi(a|s) P_h(k|a)] (ach + (1-ach)(1-term) gamma_h V_h^e(s'_k, g))
             for h in range(H):
-                for mm in range(M):
+                for m, g in enumerate(goals[h]):
                     total = 0.0
-                    for k in range(K):
-                        p_k = sum(pi_s[a] * float(batch["vhe_probs"][b, h, mm, a, k])
-                                  for a in range(A))
-                        ach = float(batch["vhe_achieved"][b, h, mm, k])
-                        term = float(batch["succ_terminal"][b, k])
-                        v_next = self.v_h_e(batch["succ_obs"][b, k], batch["vhe_goal"][b, h, mm], h)
-                        total += p_k * (ach + (1 - ach) * (1 - term) * TH.gamma_h * v_next)
-                    out["v_h_e"][b, h, mm] = total
-            # X_h target: sum_g w(g) V_h^e(s, g)^zeta (always from V_h^e^T)
-            out["x_h"][b] = self.x_h_direct(s, batch["goal_enc"][b], batch["goal_w"][b])
-            # U_r target: -(mean_h X_h(s)^-xi)^eta with X_h^T from its network if any
-            out["u_r"][b] = -(np.mean(self.x_h(s, batch["goal_enc"][b], batch["goal_w"][b])
-                                      ** (-TH.xi))) ** TH.eta
-            # Q_r: gamma_r sum_k P(k|a) (1-term_k) V_r^T(s'_k)
-            for a in range(A):
-                total = 0.0
-                for k in range(K):
-                    p = float(batch["probs"][b, a, k])
-                    term = float(batch["succ_terminal"][b, k])
-                    if p == 0.0 or term:
-                        continue
-                    genc = batch["succ_goal_enc"][b, k] if "succ_goal_enc" in batch else None
-                    gw = batch["succ_goal_w"][b, k] if "succ_goal_w" in batch else None
-                    total += p * self.v_r(batch["succ_obs"][b, k], genc, gw, beta)
-                out["q_r"][b, a] = TH.gamma_r * total
-            # V_r: U_r^T(s) + sum_a pi(a|s) Q_r^T(s, a)
-            out["v_r"][b] = self.u_r(s, batch["goal_enc"][b], batch["goal_w"][b]) + pi_s @ q_s
+                    for k, key in enumerate(succ):
+                        p_k = float(pi_s @ vhe[(h, m)][:, k])
+                        ach = float(self.tb["achieved"][t, h, m, k])
+                        v_next = 0.0 if term[k] else self.v_h_e(key, g, h)
+                        total += p_k * (ach + (1 - ach) * (1 - term[k]) * TH.gamma_h * v_next)
+                    out["v_h_e"][t, h, m] = total
+            out["x_h"][t] = self.x_h_direct(s_key)
+            out["u_r"][t] = -(np.mean(self.x_h(s_key) ** (-TH.xi))) ** TH.eta
+            for a in range(AR):
+                out["q_r"][t, a] = TH.gamma_r * sum(
+                    probs[a, k] * self.v_r(key, beta)
+                    for k, key in enumerate(succ) if probs[a, k] > 0 and not term[k])
+            out["v_r"][t] = self.u_r(s_key) + pi_s @ q_s
         return out
 
 
-def assert_targets_close(name, got, expected, batch, what=""):
-    """V_h^e targets are compared where ``vhe_mask`` is set: a masked (padding) goal slot is
-    never read by the loss, and compute_targets skips its successor evaluations on purpose."""
+def assert_targets_close(name, got, expected, b, what=""):
+    """V_h^e targets are compared where a goal is trained (padding goals are never read)."""
     got = got.numpy()
     if name == "v_h_e":
-        keep = batch["vhe_mask"].numpy() > 0
-        assert keep.any() and (~keep).any()      # the batch exercises both cases
+        keep = b.goal_mask.numpy() > 0
         got, expected = got[keep], expected[keep]
     np.testing.assert_allclose(got, expected, rtol=2e-4, atol=1e-6,
                                err_msg=f"target of {name} {what}")
 
 
+@pytest.mark.parametrize("mode", ["sum", "sampled_humans", "sampled"])
 @pytest.mark.parametrize("flags", FLAGS, ids=lambda f: "x%d-u%d-v%d" % f)
-def test_compute_targets_matches_brute_force(flags):
-    sp = spec(*flags)
+def test_compute_targets_matches_brute_force(flags, mode):
     m = make_module(*flags)
-    assert set(m.network_names) == {"v_h_e", "q_r"} | {
-        n for n, on in zip(("x_h", "u_r", "v_r"), flags) if on}
-    batch = random_batch(sp, seed=sum(f << i for i, f in enumerate(flags)))
-    assert ("succ_goal_enc" in batch) == (not any(flags))
-    got = compute_targets(m, batch, m.network_names, BETA, TH)
+    sample = random_sample(mode, seed=sum(f << i for i, f in enumerate(flags)))
+    store = memory(sample, mode)
+    b = minibatch(store, sample)
+    if mode == "sum":
+        assert (b.goal_mask == 0).any() and (b.goal_mask == 1).any()   # padding goals too
+    cache = TargetCache(m, store, TH)
+    got = compute_targets(cache, b, m.network_names, BETA, TH)
     assert set(got) == set(m.network_names)
-    expected = BruteForce(m).targets(batch, BETA)
+    expected = BruteForce(m, sample, mode).targets(BETA)
     for name, value in got.items():
         assert not value.requires_grad
         assert value.shape == expected[name].shape, name
-        assert_targets_close(name, value, expected[name], batch, f"flags {flags}")
-    # the computed targets respect the ranges of the quantities they estimate
-    assert ((got["v_h_e"] >= 0) & (got["v_h_e"] <= 1 + 1e-6)).all()
+        assert_targets_close(name, value, expected[name], b, f"flags {flags} mode {mode}")
+    assert ((got["v_h_e"] >= 0) & (got["v_h_e"] <= (1 + 1e-6) * b.vhe_probs.sum(-1).amax())).all()
     assert (got["q_r"] <= 0).all()
     if "u_r" in got:
         assert (got["u_r"] <= -1 + 1e-6).all()
@@ -211,50 +288,93 @@ def test_compute_targets_matches_brute_force(flags):
         assert ((got["x_h"] >= TH.x_h_floor) & (got["x_h"] <= 1)).all()
 
 
+def test_each_target_network_runs_once_per_state_between_copies():
+    """The cache evaluates each distinct state once until invalidated; a second minibatch of
+    the same rows costs no target evaluation; a target copy (invalidate) recomputes."""
+    m = make_module(True, False, False)
+    sample = random_sample("sum", seed=4)
+    store = memory(sample, "sum")
+    b = minibatch(store, sample)
+    cache = TargetCache(m, store, TH)
+    first = compute_targets(cache, b, m.network_names, BETA, TH)
+    distinct = len(set(b.s.tolist()) | set(b.succ[b.succ_valid].tolist()))
+    assert cache.evaluated == distinct
+    again = compute_targets(cache, b, m.network_names, BETA, TH)
+    assert cache.evaluated == distinct
+    for name in first:
+        assert torch.equal(first[name], again[name])
+    with torch.no_grad():                     # a "target copy": new target weights
+        for p in m.net("q_r", target=True).parameters():
+            p.add_(0.5)
+    stale = compute_targets(cache, b, m.network_names, BETA, TH)
+    assert torch.equal(stale["q_r"], first["q_r"])          # not yet invalidated
+    cache.invalidate()
+    fresh = compute_targets(cache, b, m.network_names, BETA, TH)
+    assert cache.evaluated == 2 * distinct
+    assert not torch.equal(fresh["q_r"], first["q_r"])
+    np.testing.assert_allclose(fresh["q_r"].numpy(),
+                               BruteForce(m, sample, "sum").targets(BETA)["q_r"], rtol=2e-4,
+                               atol=1e-6)
+
+
+def test_a_reused_slot_is_recomputed():
+    """A state slot freed and given to another state is not read from the cache."""
+    m = make_module(True, False, False)
+    mode = "sampled_humans"
+    sample = random_sample(mode, seed=1)
+    store = ReplayStore(len(sample["rows"]["table"]), mode)
+    store.add(sample)
+    cache = TargetCache(m, store, TH)
+    compute_targets(cache, minibatch(store, sample), m.network_names, BETA, TH)
+    other = random_sample(mode, seed=2)      # overwrites every row: the old entries are freed
+    store.add(other)
+    got = compute_targets(cache, minibatch(store, other), m.network_names, BETA, TH)
+    expected = BruteForce(m, other, mode).targets(BETA)
+    for name, value in got.items():
+        np.testing.assert_allclose(value.numpy(), expected[name], rtol=2e-4, atol=1e-6)
+
+
 def test_targets_of_a_subset_and_beta_dependence():
     m = make_module(True, True, True)
-    batch = random_batch(spec(True, True, True), seed=11)
-    only = compute_targets(m, batch, ("v_h_e",), BETA, TH)
+    sample = random_sample("sum", seed=11)
+    store = memory(sample, "sum")
+    b = minibatch(store, sample)
+    cache = TargetCache(m, store, TH)
+    only = compute_targets(cache, b, ("v_h_e",), BETA, TH)
     assert set(only) == {"v_h_e"}
-    full = compute_targets(m, batch, m.network_names, BETA, TH)
+    full = compute_targets(cache, b, m.network_names, BETA, TH)
     assert torch.equal(only["v_h_e"], full["v_h_e"])
-    # beta_r enters V_h^e and V_r through pi_r^T; beta_r = 0 is the uniform policy
-    zero = compute_targets(m, batch, ("v_h_e", "v_r"), 0.0, TH)
+    zero = compute_targets(cache, b, ("v_h_e", "v_r"), 0.0, TH)
     assert not torch.allclose(zero["v_r"], full["v_r"])
-    bf = BruteForce(m).targets(batch, 0.0)
-    assert_targets_close("v_h_e", zero["v_h_e"], bf["v_h_e"], batch, "at beta_r = 0")
-    assert_targets_close("v_r", zero["v_r"], bf["v_r"], batch, "at beta_r = 0")
+    bf = BruteForce(m, sample, "sum").targets(0.0)
+    assert_targets_close("v_h_e", zero["v_h_e"], bf["v_h_e"], b, "at beta_r = 0")
+    assert_targets_close("v_r", zero["v_r"], bf["v_r"], b, "at beta_r = 0")
 
 
 def test_targets_ignore_the_main_networks():
     """Changing the main networks (not their targets) leaves every target unchanged."""
     m = make_module(False, False, False)
-    batch = random_batch(spec(False, False, False), seed=5)
-    before = compute_targets(m, batch, m.network_names, BETA, TH)
+    sample = random_sample("sum", seed=5)
+    store = memory(sample, "sum")
+    b = minibatch(store, sample)
+    before = compute_targets(TargetCache(m, store, TH), b, m.network_names, BETA, TH)
     with torch.no_grad():
         for name in m.network_names:
             for p in m.net(name).parameters():
                 p.add_(1.0)
-    after = compute_targets(m, batch, m.network_names, BETA, TH)
+    after = compute_targets(TargetCache(m, store, TH), b, m.network_names, BETA, TH)
     for name in before:
         assert torch.equal(before[name], after[name]), name
 
 
-def test_terminal_successors_and_achievement_in_targets():
-    """All successors terminal: Q_r target 0; V_h^e target = P(goal achieved on entering)."""
-    m = make_module(True, False, False)
-    batch = random_batch(spec(True, False, False), seed=3)
-    batch["succ_terminal"] = torch.ones_like(batch["succ_terminal"])
-    got = compute_targets(m, batch, m.network_names, BETA, TH)
-    assert torch.equal(got["q_r"], torch.zeros_like(got["q_r"]))
-    pi = BruteForce(m)
-    for b in range(len(batch["obs"])):
-        p_s = pi.pi(pi.q(batch["obs"][b]), BETA)
-        for h in range(H):
-            for mm in range(G):
-                p_k = np.einsum("a,ak->k", p_s, batch["vhe_probs"][b, h, mm].double().numpy())
-                expected = float(p_k @ batch["vhe_achieved"][b, h, mm].double().numpy())
-                assert got["v_h_e"][b, h, mm].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+def test_rebuilt_probabilities_are_distributions():
+    """P(. | s, a_r) of eq. (4) and P_h,g(. | s, a_r) of eq. (6) sum to 1 for every robot
+    action and every trained goal."""
+    sample = random_sample("sum", seed=8)
+    b = minibatch(memory(sample, "sum"), sample)
+    np.testing.assert_allclose(b.probs.sum(-1).numpy(), 1.0, rtol=1e-5)
+    sums = b.vhe_probs.sum(-1)
+    np.testing.assert_allclose(sums[b.goal_mask > 0].numpy(), 1.0, rtol=1e-5)
 
 
 # --------------------------------------------------------------------- losses and masks
@@ -282,9 +402,9 @@ def _loss_by_hand(name, pred, target, mask, space):
 def test_value_loss(space):
     g = torch.Generator().manual_seed(0)
     cases = {
-        "q_r": (-torch.rand(6, A, generator=g) - 0.01,
-                torch.cat([-torch.rand(5, A, generator=g) - 0.01, torch.zeros(1, A)]),
-                (torch.rand(6, A, generator=g) < 0.7).float()),
+        "q_r": (-torch.rand(6, AR, generator=g) - 0.01,
+                torch.cat([-torch.rand(5, AR, generator=g) - 0.01, torch.zeros(1, AR)]),
+                (torch.rand(6, AR, generator=g) < 0.7).float()),
         "v_h_e": (torch.rand(6, H, G, generator=g), torch.rand(6, H, G, generator=g),
                   (torch.rand(6, H, G, generator=g) < 0.7).float()),
         "x_h": (torch.rand(6, H, generator=g) * 0.9 + 0.05, torch.rand(6, H, generator=g) * 0.9 + 0.05,
@@ -297,10 +417,8 @@ def test_value_loss(space):
         assert loss.shape == () and torch.isfinite(loss)
         assert loss.item() == pytest.approx(_loss_by_hand(name, pred, target, mask, space),
                                             rel=1e-5), (name, space)
-    # a zero target (every successor terminal) stays finite in log space
-    q = value_loss("q_r", torch.full((2, A), -1e-3), torch.zeros(2, A), None, "log")
+    q = value_loss("q_r", torch.full((2, AR), -1e-3), torch.zeros(2, AR), None, "log")
     assert q.item() == pytest.approx(np.log(1e3 * LOG_TARGET_FLOOR) ** 2, rel=1e-5)
-    # the loss has a gradient for the prediction only where the mask is 1
     pred = cases["q_r"][0].clone().requires_grad_(True)
     value_loss("q_r", pred, cases["q_r"][1], cases["q_r"][2], space).backward()
     assert torch.equal(pred.grad != 0, cases["q_r"][2] > 0)
@@ -325,18 +443,17 @@ def test_v_h_e_loss_is_minimised_at_the_target():
             assert (torch.sign(off.grad) == np.sign(shift)).all(), space
 
 
-def test_loss_masks():
-    probs = torch.zeros(3, A, K)
-    probs[0] = 1.0 / K                   # model-based: every robot action has a table
-    probs[1, 2, 0] = 1.0                 # sampled: only the action taken
-    probs[2, 0, 1] = 0.5
-    probs[2, 0, 2] = 0.5
-    vhe_mask = torch.tensor([[[1.0, 0.0]], [[1.0, 1.0]], [[0.0, 0.0]]])
-    masks = loss_masks({"probs": probs, "vhe_mask": vhe_mask})
-    expected = torch.zeros(3, A)
-    expected[0] = 1.0
-    expected[1, 2] = 1.0
-    expected[2, 0] = 1.0
-    assert torch.equal(masks["q_r"], expected)
-    assert torch.equal(masks["v_h_e"], vhe_mask)
-    assert set(masks) == {"q_r", "v_h_e"}
+@pytest.mark.parametrize("mode", ["sum", "sampled"])
+def test_loss_masks(mode):
+    """Model-based: every robot action has a Q_r target; sampled: only the action taken.
+    V_h^e: the real goals."""
+    sample = random_sample(mode, seed=3)
+    b = minibatch(memory(sample, mode), sample)
+    masks = loss_masks(b)
+    if mode == "sum":
+        assert torch.equal(masks["q_r"], torch.ones(b.size, AR))
+    else:
+        expected = torch.zeros(b.size, AR)
+        expected[torch.arange(b.size), torch.from_numpy(sample["tables"]["robot_action"])] = 1.0
+        assert torch.equal(masks["q_r"], expected)
+    assert torch.equal(masks["v_h_e"], b.goal_mask)

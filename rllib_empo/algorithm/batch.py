@@ -1,0 +1,198 @@
+"""From replay rows to the tensors of a minibatch, and the target networks' outputs per state.
+
+A row names a table slot (``rllib_empo.algorithm.store``). :func:`expand` gathers, for a
+minibatch of rows, everything the predictions and the model-based targets read, from a
+*store view* (the driver's ``ReplayStore`` itself for a local Learner, a ``StoreReplica``
+kept up to date by deltas for a remote one), and rebuilds the probabilities of eqs. (4) and
+(6) from the table's joint kernel and the human prior:
+
+    P(s'_k | s, a_r)            = sum_{a_H} prod_h pi_bar_h(a_h | s) P(s'_k | s, a_r, a_H)
+    P_{h,g}(s'_k | s, a_r)      = sum_{a_H} pi_h(a_h | s, g) prod_{o != h} pi_bar_o(a_o | s) P(s'_k | s, a_r, a_H)
+
+with pi_bar_h = sum_g w(g) pi_h(. | s, g) (mode "sum"; the sampled modes carry the
+probabilities given the step's human actions directly).
+
+:class:`TargetCache` keeps what the *target* networks give at each stored state -- Q_r^T,
+U_r^T, X_h^T, V_r^T (network mode) and V_h^e^T for every goal of the state -- valid until the
+next target copy or until the state's slot is reused. So every target network runs once per
+distinct state between two copies, however often the state is sampled or reached.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from rllib_empo.theory import equations as eq
+
+_LETTERS = "acdefhijlmnopqs"        # einsum axes of the humans (not b, g, k, r)
+
+
+def _t(view, store: str, col: str) -> torch.Tensor:
+    return torch.from_numpy(view.store(store).col(col))
+
+
+@dataclass
+class Batch:
+    """One minibatch, expanded. B rows, H humans, M goals trained per human (G in mode
+    "sum", else the held goal), G goals of s, K successors (the widest row's), A_r robot
+    actions."""
+    s: torch.Tensor             # [B] state slots
+    obs: torch.Tensor           # [B, D]
+    goal: torch.Tensor          # [B, H, M] goal slots whose V_h^e is trained (-1: none)
+    goal_enc: torch.Tensor      # [B, H, M, Dg]
+    goal_mask: torch.Tensor     # [B, H, M] 1 for real goals
+    goal_w: torch.Tensor        # [B, H, G] weights of the goals of s (eq. 7)
+    succ: torch.Tensor          # [B, K] successor slots (0 where padding)
+    succ_valid: torch.Tensor    # [B, K] bool
+    succ_terminal: torch.Tensor  # [B, K] 1 for terminal successors (and padding)
+    probs: torch.Tensor         # [B, A_r, K] eq. (4)
+    vhe_probs: torch.Tensor     # [B, H, M, A_r, K] eq. (6)
+    achieved: torch.Tensor      # [B, H, M, K]
+    q_mask: torch.Tensor        # [B, A_r] robot actions with a successor table
+
+    @property
+    def size(self) -> int:
+        return int(self.s.shape[0])
+
+
+def expand(view, tables: torch.Tensor, weight: torch.Tensor, num_actions: int,
+           num_robot_actions: int) -> Batch:
+    """The :class:`Batch` of the rows whose table slots are ``tables`` [B]."""
+    mode = view.mode
+    t = tables.long()
+    s = _t(view, "tables", "state")[t]
+    succ = _t(view, "tables", "succ")[t]
+    valid = succ >= 0
+    # the widest row decides K: trailing padding columns of the store are dropped
+    K = max(int(valid.sum(-1).max()), 1) if succ.numel() else 1
+    succ, valid = succ[:, :K].clamp_min(0), valid[:, :K]
+    obs = _t(view, "states", "obs")[s].float()
+    term = _t(view, "states", "terminal")[succ].float().masked_fill(~valid, 1.0)
+    kk = _t(view, "tables", "kernel_k")[t].long()
+    kp = _t(view, "tables", "kernel_p")[t]
+    ok = (kk >= 0) & (kk < K)
+    B, J = kk.shape[:2]
+    joint = torch.zeros(B, J, K).scatter_add_(2, kk.clamp(0, K - 1), kp * ok)   # [B, J, K]
+    ach = _t(view, "tables", "achieved")[t][..., :K].float()                      # [B, H, M, K]
+    goals_s = _t(view, "states", "goals")[s]                                      # [B, H, G]
+    goal_w = _t(view, "states", "goal_w")[s]
+    Ar = num_robot_actions
+    if mode == "sum":
+        prior = _t(view, "tables", "prior")[t]                                    # [B, H, G, A]
+        probs, vhe_probs = _sum_out_humans(joint, prior, goal_w, num_actions, Ar)
+        goal = goals_s
+    else:
+        goal = _t(view, "tables", "held")[t][:, :, None]                          # [B, H, 1]
+        if mode == "sampled_humans":
+            probs = joint                                                         # J = A_r
+        else:                                                                     # J = 1
+            a = _t(view, "tables", "robot_action")[t].long()
+            probs = torch.zeros(B, Ar, K)
+            probs[torch.arange(B), a] = joint[:, 0]
+        vhe_probs = (probs * weight.view(B, 1, 1))[:, None, None].expand(
+            B, goal.shape[1], 1, Ar, K)
+    ach = ach[:, :, :goal.shape[2]]
+    enc = _t(view, "goals", "enc")[goal.clamp_min(0)]
+    mask = (goal >= 0).float()
+    return Batch(s=s, obs=obs, goal=goal, goal_enc=enc * mask[..., None], goal_mask=mask,
+                 goal_w=goal_w, succ=succ, succ_valid=valid, succ_terminal=term, probs=probs,
+                 vhe_probs=vhe_probs, achieved=ach, q_mask=(probs.sum(-1) > 0).float())
+
+
+def _sum_out_humans(joint: torch.Tensor, prior: torch.Tensor, goal_w: torch.Tensor, A: int,
+                    Ar: int):
+    """Eqs. (4) and (6) probabilities from the joint kernel [B, A_r * A^H, K] and the prior
+    pi_h(a | s, g) [B, H, G, A] (module docstring)."""
+    B, H, G, _ = prior.shape
+    K = joint.shape[-1]
+    P = joint.view((B, Ar) + (A,) * H + (K,))
+    pibar = torch.einsum("bhg,bhga->bha", goal_w, prior)
+    letters = _LETTERS[:H]
+    p_sub = "br" + letters + "k"
+    probs = torch.einsum(",".join([p_sub] + ["b" + x for x in letters]) + "->brk",
+                         P, *pibar.unbind(1))
+    per_human = []
+    for i in range(H):
+        others = [o for o in range(H) if o != i]
+        subs = [p_sub, "bg" + letters[i]] + ["b" + letters[o] for o in others]
+        per_human.append(torch.einsum(",".join(subs) + "->bgrk", P, prior[:, i],
+                                      *[pibar[:, o] for o in others]))
+    return probs, torch.stack(per_human, 1)                           # [B, A_r, K], [B, H, G, A_r, K]
+
+
+class TargetCache:
+    """Target-network outputs per state slot (module docstring). ``invalidate()`` after every
+    target copy; ``ensure(slots)`` fills what is missing or stale."""
+
+    def __init__(self, module, view, params):
+        self.module, self.view, self.params = module, view, params
+        self.version = 0
+        self._ver = torch.full((0,), -1, dtype=torch.long)
+        self._gen = torch.full((0,), -1, dtype=torch.long)
+        self.q = self.u = self.x = self.v_r = self.vhe = None
+        self.evaluated = 0            # states whose target outputs were computed (a counter)
+
+    def invalidate(self) -> None:
+        self.version += 1
+
+    def _fit(self, n: int, H: int, G: int, Ar: int) -> None:
+        """Room for ``n`` slots and ``G`` goals per human; a reallocation recomputes all."""
+        if self.vhe is not None and n <= self._ver.shape[0] and G <= self.vhe.shape[2]:
+            return
+        n = max(n, self._ver.shape[0])
+        self.q, self.u, self.x = torch.zeros(n, Ar), torch.zeros(n), torch.zeros(n, H)
+        self.v_r, self.vhe = torch.zeros(n), torch.zeros(n, H, G)
+        self._ver = torch.full((n,), -1, dtype=torch.long)
+        self._gen = torch.full((n,), -1, dtype=torch.long)
+
+    def ensure(self, slots: torch.Tensor) -> None:
+        """Compute the target outputs of the states in ``slots`` (unique) that are stale."""
+        gen = torch.from_numpy(self.view.store("states").gen)
+        goals_col = _t(self.view, "states", "goals")
+        H, G = goals_col.shape[1:]
+        self._fit(gen.shape[0], H, G, self.module.num_robot_actions)
+        stale = slots[(self._ver[slots] != self.version) | (self._gen[slots] != gen[slots])]
+        if not stale.numel():
+            return
+        m, th = self.module, self.params
+        obs = _t(self.view, "states", "obs")[stale].float()
+        goals = goals_col[stale]
+        mask = (goals >= 0).float()
+        enc = _t(self.view, "goals", "enc")[goals.clamp_min(0)] * mask[..., None]
+        with torch.no_grad():
+            q = m.q_r_values(obs, target=True)
+            vhe = m.v_h_e_values(obs[:, None, None, :], m.goal_inputs(enc), target=True) * mask
+            if "x_h" in m.network_names:
+                x = m.x_h_values(obs, target=True)
+            else:
+                x = eq.x_h_from_v_h_e(vhe, _t(self.view, "states", "goal_w")[stale], th.zeta,
+                                      th.x_h_floor)
+            u = (m.u_r_values(obs, target=True) if "u_r" in m.network_names
+                 else eq.u_r_from_x_h(x, th.xi, th.eta, th.x_h_floor))
+            if "v_r" in m.network_names:
+                self.v_r[stale] = m.v_r_values(obs, target=True)
+        self.q[stale], self.vhe[stale], self.x[stale], self.u[stale] = q, vhe, x, u
+        self._ver[stale], self._gen[stale] = self.version, gen[stale]
+        self.evaluated += int(stale.numel())
+
+    def v_h_e_at_successors(self, b: Batch) -> torch.Tensor:
+        """V_h^e^T(s'_k, g) for the goals g = ``b.goal`` [B, H, M] of each row's state and its
+        successors: [B, H, M, K]. Read from the cache where g is among the successor's own
+        goals (always, on worlds whose goals do not depend on the state), else evaluated."""
+        goals_next = _t(self.view, "states", "goals")[b.succ]                # [B, K, H, G]
+        vals = self.vhe[b.succ]                                               # [B, K, H, G]
+        match = goals_next.permute(0, 2, 1, 3)[:, :, None] == b.goal[..., None, None]
+        found = match.any(-1) & (b.goal >= 0)[..., None]                     # [B, H, M, K]
+        pos = match.to(torch.uint8).argmax(-1)
+        out = vals.permute(0, 2, 1, 3)[:, :, None].expand(-1, -1, b.goal.shape[2], -1, -1)
+        out = out.gather(-1, pos[..., None]).squeeze(-1) * found
+        missing = (~found) & (b.goal >= 0)[..., None] & b.succ_valid[:, None, None, :]
+        if missing.any():
+            bi, hi, mi, ki = missing.nonzero(as_tuple=True)
+            obs = _t(self.view, "states", "obs")[b.succ[bi, ki]].float()
+            goal = self.module.goal_inputs(b.goal_enc)[bi, hi, mi]
+            with torch.no_grad():
+                out[bi, hi, mi, ki] = self.module.v_h_e_values(obs, goal, target=True)
+        return out
