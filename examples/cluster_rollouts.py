@@ -7,9 +7,9 @@ N remote EnvRunners and report throughput.
 Reports:
 
 - env steps per second over the whole ``train()`` calls, and while sampling only;
-- bytes per row of the cached successor tables in the replay buffer
-  (``algo.buffer.bytes_per_row``; a row is one env step with its table for every robot
-  action) and what the buffer holds once full;
+- what the replay memory holds: rows (one per env step, 12 bytes: its table's slot and a
+  weight), the distinct states and successor tables stored once each, and its bytes per
+  transition (``algo.replay.sizes()``);
 - the share of each iteration spent sampling vs learning, from ``result["timers"]``
   (RLlib reports them as moving averages; ``IterationTimes`` recovers each iteration's own
   seconds).
@@ -86,15 +86,15 @@ def main(argv=None) -> None:
               f"{own.get('sampling_s', 0):.2f} s, learning {own.get('learning_s', 0):.2f} s), "
               f"stage {result['Warmup']['stage']}, {result['Warmup']['num_updates']} updates")
 
-    buf = algo.buffer
+    sizes = algo.replay.sizes()
     print("--- report (iterations 2..) ---")
     if wall > 0:
         print(f"env steps/s, whole train() calls:   {steps / wall:,.0f}")
     if spent["sampling_s"] > 0:
         print(f"env steps/s while sampling:         {steps / spent['sampling_s']:,.0f}")
-    print(f"bytes per row of the cached tables: {buf.bytes_per_row:,}")
-    print(f"replay buffer at capacity:          {buf.capacity:,} rows = "
-          f"{buf.capacity * buf.bytes_per_row / 2**20:,.1f} MiB")
+    print(f"replay memory:                      {sizes['rows']:,} rows, {sizes['states']:,} "
+          f"states, {sizes['tables']:,} tables, {sizes['bytes_total'] / 2**20:,.1f} MiB "
+          f"({sizes['bytes_per_transition']:,.0f} bytes per transition)")
     if spent["training_step_s"] > 0:
         share_s = spent["sampling_s"] / spent["training_step_s"]
         share_l = spent["learning_s"] / spent["training_step_s"]

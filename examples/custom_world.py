@@ -50,7 +50,6 @@ class DoorWorld:
     human_agent_indices = [1]
     robot_agent_indices = [0]
     num_actions = 3                # robot: stay/open/close; human: stay/left/right
-    max_successors = 6             # distinct successors of a state over all joint actions (a hint)
     slip = 0.1
     cells = 4
 

@@ -38,7 +38,6 @@ class TinyWorld:
     human_agent_indices = [1]
     robot_agent_indices = [0]
     num_actions = 3
-    max_successors = 3
 
     def __init__(self, horizon: int = 4, cells: int = 5):
         self.horizon, self.cells = horizon, cells
@@ -73,7 +72,7 @@ class FaultyWorld(TinyWorld):
     """TinyWorld with one protocol violation at states with ``steps_left == at``."""
 
     FAULTS = ("probs_sum", "prob_nan", "prob_negative", "not_pairs", "unhashable_successor",
-              "too_many_successors", "none_for_nonterminal", "encode_nan", "encode_length",
+              "none_for_nonterminal", "encode_nan", "encode_length",
               "encode_text", "goal_weights_sum", "goal_weight_nan", "goal_not_pairs",
               "goal_encoding_nan")
 
@@ -102,8 +101,6 @@ class FaultyWorld(TinyWorld):
             return [p for p, _ in out]
         if f == "unhashable_successor":
             return [(p, list(s)) for p, s in out]
-        if f == "too_many_successors":         # 10 distinct successors, max_successors is 3
-            return [(0.1, (state[0] - 1, state[1], k)) for k in range(10)]
         if f == "none_for_nonterminal":
             return None
         return out

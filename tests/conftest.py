@@ -34,3 +34,28 @@ def small_config(world: str = "rllib_empo/RockGate-v0", **training):
             .training(train_batch_size_per_learner=16, **defaults)
             .debugging(seed=0)
             .fault_tolerance(restart_failed_env_runners=False))
+
+
+def replay_batch(algo):
+    """Every row of ``algo``'s replay memory, expanded as the learner sees it (a ``Batch``)."""
+    import torch
+    from rllib_empo.algorithm.batch import expand
+    replay, spec = algo.replay, algo.config.table_spec()
+    rows = replay.rows.oldest_first()
+    return expand(replay, torch.from_numpy(rows["table"]), torch.from_numpy(rows["weight"]),
+                  spec.num_actions, spec.num_robot_actions)
+
+
+def assert_same_replay(a: dict, b: dict) -> None:
+    """Two ``ReplayStore.get_state()``: the same rows and the same entries in the same slots
+    (the memories' names, ``uid``, may differ)."""
+    import numpy as np
+    assert a["mode"] == b["mode"]
+    assert a["rows"]["num_added"] == b["rows"]["num_added"] and a["rows"]["pos"] == b["rows"]["pos"]
+    for k, col in (a["rows"]["columns"] or {}).items():
+        np.testing.assert_array_equal(col, b["rows"]["columns"][k], err_msg=f"rows {k}")
+    for store in ("goals", "states", "tables"):
+        for k in ("slots", "key", "refs", "gen"):
+            np.testing.assert_array_equal(a[store][k], b[store][k], err_msg=f"{store} {k}")
+        for k, col in a[store]["cols"].items():
+            np.testing.assert_array_equal(col, b[store]["cols"][k], err_msg=f"{store} {k}")

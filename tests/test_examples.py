@@ -92,5 +92,5 @@ def test_cluster_rollouts(examples):
     out = finish(examples, "cluster_rollouts.py")
     assert "built with 1 EnvRunner(s)" in out
     assert re.search(r"env steps/s, whole train\(\) calls:\s+[\d,]+", out)
-    assert re.search(r"bytes per row of the cached tables: [\d,]+", out)
+    assert re.search(r"replay memory: +[\d,]+ rows, [\d,]+ states, [\d,]+ tables", out)
     assert re.search(r"sampling \d+%, learning \d+%", out)

@@ -163,8 +163,6 @@ CASES = (
          "to 1: they are the weights of X_h (eq. 7)."),
     Case("An encoding whose length changes", _step_env(_GrowingEncoding()),
          "`encode_state` must return vectors of one fixed length for every state."),
-    Case("More successors than the table holds", _validate(max_successors=2),
-         "Raise `max_successors` (or leave it `None` to use the world's `max_successors` hint)."),
     Case("A replay buffer smaller than a batch", _validate(replay_capacity=32),
          "`replay_capacity` must hold at least one training batch."),
     Case("Learning that could never start", _validate(replay_capacity=100, learning_starts=200),

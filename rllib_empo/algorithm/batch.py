@@ -129,6 +129,7 @@ class TargetCache:
     def __init__(self, module, view, params):
         self.module, self.view, self.params = module, view, params
         self.version = 0
+        self.uid = None               # the replay memory the slots belong to
         self._ver = torch.full((0,), -1, dtype=torch.long)
         self._gen = torch.full((0,), -1, dtype=torch.long)
         self.q = self.u = self.x = self.v_r = self.vhe = None
@@ -136,6 +137,20 @@ class TargetCache:
 
     def invalidate(self) -> None:
         self.version += 1
+
+    _TENSORS = ("q", "u", "x", "v_r", "vhe", "_ver", "_gen")
+
+    def get_state(self) -> dict:
+        """What a checkpoint needs for a restored run to compute bit-identical targets (a
+        matrix product's last bits depend on which rows share the call)."""
+        return {"version": self.version, "evaluated": self.evaluated, "uid": self.uid,
+                **{k: None if getattr(self, k) is None else getattr(self, k).clone()
+                   for k in self._TENSORS}}
+
+    def set_state(self, state: dict) -> None:
+        self.version, self.evaluated, self.uid = state["version"], state["evaluated"], state["uid"]
+        for k in self._TENSORS:
+            setattr(self, k, None if state[k] is None else state[k].clone())
 
     def _fit(self, n: int, H: int, G: int, Ar: int) -> None:
         """Room for ``n`` slots and ``G`` goals per human; a reallocation recomputes all."""
@@ -152,6 +167,8 @@ class TargetCache:
         gen = torch.from_numpy(self.view.store("states").gen)
         goals_col = _t(self.view, "states", "goals")
         H, G = goals_col.shape[1:]
+        if self.uid != self.view.uid:          # another memory: nothing cached applies
+            self.uid, self.vhe = self.view.uid, None
         self._fit(gen.shape[0], H, G, self.module.num_robot_actions)
         stale = slots[(self._ver[slots] != self.version) | (self._gen[slots] != gen[slots])]
         if not stale.numel():

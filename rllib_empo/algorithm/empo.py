@@ -440,9 +440,10 @@ class Empo(Algorithm):
             state["empo_rng"] = copy.deepcopy(self._rng.bit_generator.state)
         if self._check_component("empo_env_runners", components, not_components):
             state["empo_env_runners"] = runner_state.capture_all(self)
-        if self.config.checkpoint_replay_buffer and self._check_component(
-                "empo_replay_buffer", components, not_components):
-            state["empo_replay_buffer"] = self.replay.get_state()
+        if self._check_component("empo_replay_buffer", components, not_components):
+            # without checkpoint_replay_buffer: only the memory's (tiny) slot layout
+            state["empo_replay_buffer"] = self.replay.get_state(
+                rows=self.config.checkpoint_replay_buffer)
         return state
 
     @override(Algorithm)

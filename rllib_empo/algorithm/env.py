@@ -241,6 +241,7 @@ class EmpoEnv(gym.Env):
         human_actions = tuple(_draw(self._builder.prior(s, h, g), rng.random())
                               for h, g in zip(self.humans, self.goals))
         b, mode = self._builder, self.settings.mode
+        b.state_entry(s)        # checks s's goals and encodings now, at the step that meets them
         if mode == "sum":
             table = b.table_sum(s)
             j = a_r * self.A ** len(self.humans) + int(

@@ -36,6 +36,7 @@ from rllib_empo.theory.params import EmpoParams
 from rllib_empo.theory.schedule import StepPlan
 
 EMPO_KEY = "empo"
+CACHE_COMPONENT = "empo_target_cache"
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,13 @@ class EmpoTorchLearner(TorchLearner):
         self._view = view
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
-            self._cache = TargetCache(module, view, self._theory)
+            old, self._cache = self._cache, TargetCache(module, view, self._theory)
+            restored = getattr(self, "_pending_cache_state", None)
+            if restored is not None:         # a checkpoint's cache, for the restored memory
+                self._cache.set_state(restored)
+                self._pending_cache_state = None
+            elif old is not None:
+                self._cache.set_state(old.get_state())
             module.expand = self._expand
 
     def apply_replay_delta(self, delta: dict) -> None:
@@ -210,10 +217,24 @@ class EmpoTorchLearner(TorchLearner):
         return finite
 
     @override(TorchLearner)
+    def get_state(self, components=None, *, not_components=None, **kwargs):
+        state = super().get_state(components, not_components=not_components, **kwargs)
+        if self._cache is not None and self._check_component(CACHE_COMPONENT, components,
+                                                             not_components):
+            state[CACHE_COMPONENT] = self._cache.get_state()
+        return state
+
+    @override(TorchLearner)
     def set_state(self, state) -> None:
         super().set_state(state)
         if self._cache is not None:
-            self._cache.invalidate()         # the target networks may have changed
+            if CACHE_COMPONENT in state:
+                self._pending_cache_state = None
+                self._cache.set_state(state[CACHE_COMPONENT])
+            else:
+                self._cache.invalidate()     # the target networks may have changed
+        elif CACHE_COMPONENT in state:       # restored before the replay memory is attached
+            self._pending_cache_state = state[CACHE_COMPONENT]
 
     def _sync_targets(self, names) -> None:
         if names and self._cache is not None:

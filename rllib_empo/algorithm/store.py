@@ -193,9 +193,18 @@ class KeyedStore:
     def live_slots(self) -> np.ndarray:
         return np.flatnonzero(self.key >= 0)
 
-    def get_state(self) -> dict:
+    def get_state(self, entries: bool = True) -> dict:
+        """Everything (``entries``), or only the slot layout: the capacity, every slot's
+        generation and the order free slots are reused in, with the stored entries counted
+        as free (a restored empty store then allocates exactly as this one would have)."""
         live = self.live_slots()
+        if not entries:
+            free = np.concatenate([live[::-1], np.asarray(self._free, np.int64)])
+            return {"name": self.name, "capacity": self.capacity, "slots": live[:0], "free": free,
+                    "key": live[:0], "refs": live[:0], "gen": live[:0], "all_gen": self.gen.copy(),
+                    "cols": {}, "dtypes": {}, "shapes": {}}
         return {"name": self.name, "capacity": self.capacity, "slots": live,
+                "free": np.asarray(self._free, np.int64),      # reuse order, for identical runs
                 "key": self.key[live], "refs": self.refs[live], "gen": self.gen[live],
                 "cols": {c: a[live] for c, a in self.cols.items()},
                 "dtypes": {c: str(a.dtype) for c, a in self.cols.items()},
@@ -208,12 +217,14 @@ class KeyedStore:
         self.refs = np.zeros(cap, np.int64)
         self.gen = np.zeros(cap, np.int64)
         self.key[live], self.refs[live], self.gen[live] = state["key"], state["refs"], state["gen"]
+        if "all_gen" in state:
+            self.gen[:] = state["all_gen"]
         for c, data in state["cols"].items():
             arr = np.full((cap,) + tuple(state["shapes"][c]), self.fills[c], state["dtypes"][c])
             arr[live] = data
             self.cols[c] = arr
         self._slot = dict(zip(self.key[live].tolist(), live.tolist()))
-        self._free = sorted(set(range(cap)) - set(live.tolist()), reverse=True)
+        self._free = np.asarray(state["free"], np.int64).tolist()
 
 
 def _compact_dtype(column: str, v: np.ndarray):
@@ -247,6 +258,8 @@ class ReplayStore:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
         self.mode = mode
+        # Names this memory (and its slots): a cache keyed by slot is only valid for it.
+        self.uid = int(np.random.default_rng().integers(1 << 62))
         self.rows = TransitionBuffer(capacity)
         self.goals = KeyedStore("goals", GOAL_FILLS)
         self.states = KeyedStore("states", STATE_FILLS)
@@ -348,12 +361,17 @@ class ReplayStore:
         return out
 
     # ---- checkpoints --------------------------------------------------------------------
-    def get_state(self) -> dict:
-        return {"mode": self.mode, "rows": self.rows.get_state(),
-                **{n: self.store(n).get_state() for n in ("goals", "states", "tables")}}
+    def get_state(self, rows: bool = True) -> dict:
+        """Rows and entries; or (``rows=False``) only the layout, so that a memory restored
+        empty allocates its slots as this one would (``KeyedStore.get_state``)."""
+        ring = self.rows.get_state() if rows else {
+            "capacity": self.capacity, "columns": None, "num_added": self.num_added, "pos": 0}
+        return {"mode": self.mode, "uid": self.uid, "rows": ring,
+                **{n: self.store(n).get_state(entries=rows) for n in ("goals", "states", "tables")}}
 
     def set_state(self, state: dict) -> None:
         self.__init__(state["rows"]["capacity"], state["mode"])
+        self.uid = state["uid"]
         for n in ("goals", "states", "tables"):
             self.store(n).set_state(state[n])
         self.rows.set_state(state["rows"])
@@ -362,7 +380,7 @@ class ReplayStore:
     def delta(self, full: bool = False) -> dict:
         """What a learner-side :class:`StoreReplica` needs to catch up: the slots written since
         the last delta (all live slots with ``full``), with their columns and generations."""
-        out = {"mode": self.mode}
+        out = {"mode": self.mode, "uid": self.uid, "full": full}
         for n in ("goals", "states", "tables"):
             st = self.store(n)
             st.track_dirty = True
@@ -380,6 +398,7 @@ class StoreReplica:
 
     def __init__(self, mode: str):
         self.mode = mode
+        self.uid = None
         self._stores = {n: _ReplicaStore(n, f) for n, f in
                         (("goals", GOAL_FILLS), ("states", STATE_FILLS), ("tables", TABLE_FILLS[mode]))}
 
@@ -387,9 +406,11 @@ class StoreReplica:
         return self._stores[name]
 
     def apply(self, delta: dict) -> None:
-        for n, part in delta.items():
-            if n != "mode":
-                self._stores[n].apply(part)
+        if delta["full"] or delta["uid"] != self.uid:
+            self.__init__(delta["mode"])          # a new memory: start over
+            self.uid = delta["uid"]
+        for n in ("goals", "states", "tables"):
+            self._stores[n].apply(delta[n])
 
 
 class _ReplicaStore:

@@ -130,8 +130,8 @@ class ReachGoal:
 class GridWorld:
     """Everything a built-in world shares; a subclass sets up the layout (``_setup``) and
     overrides ``transition_probabilities`` when its moves are not the plain ones. Members beyond the World protocol (``horizon``,
-    ``grid_shape``, ``human_cell``, ``goal_cell``, ``goal_distance_after``,
-    ``max_successors``) are used by the heuristic prior and by padded successor tables.
+    ``grid_shape``, ``human_cell``, ``goal_cell``, ``goal_distance_after``) are used by the
+    heuristic prior and the plots.
 
     ``goal_distance_after`` measures distances over static walls only: other agents and
     movable objects (the rock) are treated as passable, robot-only floor as a wall.
@@ -173,8 +173,6 @@ class GridWorld:
                 if any(self._dist[g.cell_id][c] == UNREACHABLE for c in self._human_floor):
                     raise ValueError(f"{self.name}: goal {g} is not reachable from every cell")
         self._distance_cache: dict[tuple[int, int], np.ndarray] = {}
-        self.max_successors = int(np.prod([
-            max(len(set(row)) for row in move) for move in self._moves]))
         # One-hot of the cell of every agent, then of every object, then of the steps left.
         # Per-cell rather than per-coordinate one-hots: fitted to rock_gate's exact log(-Q_r),
         # a 256x256 MLP reached a mean TV of pi_r of 0.005 from them, 0.023 from x/y one-hots.

@@ -69,9 +69,6 @@ class RockGateWorld(GridWorld):
         self._push = tuple(tuple(grid.neighbour(c, a) if a else -1 for a in range(NUM_ACTIONS))
                            for c in range(n))
         self._robot_may = tuple(c in self._robot_floor for c in range(n))
-        # Each robot action fixes the robot's cell and the rock's, so it yields at most one
-        # (robot, rock) outcome; the human adds at most its distinct moves.
-        self.max_successors = NUM_ACTIONS * max(len(set(row)) for row in self.human_move)
         # One more input: whether the rock still blocks the gate.
         self._flag_index = self.state_dim
         self.state_dim += 1

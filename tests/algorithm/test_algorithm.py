@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import small_config
+from conftest import replay_batch, small_config
 from rllib_empo import Empo, EmpoConfig
 from rllib_empo.analysis.evaluation import compare_to_exact, exact_solution_for
 from rllib_empo.worlds import make_world
@@ -22,7 +22,7 @@ def test_buffer_cleared_at_clearing_points_and_learning_resumes(ray_session):
             r = algo.train()
             history.append((r["Warmup"]["num_updates"], r["Buffer"]["size"],
                             list(algo._empo["clears_done"])))
-            assert r["Buffer"]["size"] == len(algo.buffer)
+            assert r["Buffer"]["size"] == len(algo.replay)
             assert r["Warmup"]["num_buffer_clears"] == len(algo._empo["clears_done"])
             assert len(history) < 20
         assert algo._empo["clears_done"] == list(sch.clear_points)
@@ -41,7 +41,7 @@ def test_buffer_cleared_at_clearing_points_and_learning_resumes(ray_session):
         for (t0, n0, _), (t1, n1, c1) in zip(history, history[1:]):
             if n1 < n0 + 20:
                 assert c1 and c1[-1] == t1 and n1 == 0
-        assert algo.buffer.num_added == 20 * len(history)
+        assert algo.replay.num_added == 20 * len(history)
     finally:
         algo.stop()
 
@@ -83,7 +83,7 @@ def test_remote_env_runners_fill_the_buffer(ray_session):
         for _ in range(2):
             r = algo.train()
             t = r["Warmup"]["num_updates"]
-            sizes.append(len(algo.buffer))
+            sizes.append(len(algo.replay))
             # beta_r reached every remote runner
             betas = group.foreach_env_runner(lambda er: er.module.beta_r, local_env_runner=False)
             assert betas == [algo.schedule.effective_beta_r(t)] * 2
@@ -91,18 +91,20 @@ def test_remote_env_runners_fill_the_buffer(ray_session):
         # each remote runner contributes rollout_fragment_length rows per iteration
         assert sizes == [40, 80]
         assert r["Warmup"]["num_updates"] == 8
-        state = algo.buffer.get_state()["columns"]
-        assert {k: v.shape[1:] for k, v in state.items()} == spec.shapes()
-        assert all(v.dtype == np.float32 for v in state.values())
-        np.testing.assert_allclose(state["probs"].sum(-1), 1.0, atol=1e-5)
-        real = state["vhe_mask"] > 0
-        np.testing.assert_allclose(state["vhe_probs"].sum(-1)[real], 1.0, atol=1e-5)
-        # every row's observation is the encoding of a reachable state of the world
+        b = replay_batch(algo)
+        assert b.size == 80 and b.probs.shape[1] == spec.num_robot_actions
+        np.testing.assert_allclose(b.probs.sum(-1).numpy(), 1.0, atol=1e-5)
+        real = b.goal_mask > 0
+        np.testing.assert_allclose(b.vhe_probs.sum(-1)[real].numpy(), 1.0, atol=1e-5)
+        # every row's observation is the encoding of a reachable state of the world, and the
+        # runners' entries were merged: each distinct state once
         solution = exact_solution_for(algo)
         world = make_world("rock_gate")
         encodings = {np.asarray(world.encode_state(s), np.float32).tobytes()
                      for s in solution.nonterminal_states}
-        assert all(o.tobytes() in encodings for o in state["obs"])
+        assert all(o.numpy().astype(np.float32).tobytes() in encodings for o in b.obs)
+        assert len(algo.replay.states) == len(np.unique(algo.replay.states.key[
+            algo.replay.states.live_slots()]))
     finally:
         algo.stop()
 
@@ -125,8 +127,10 @@ def test_result_dict(ray_session):
             assert set(r["LearningRate"]) == set(sch.existing_networks)
             for n, lr in r["LearningRate"].items():
                 assert lr == algo.config.get_learning_rate(n, max(t - 1, 0))
-            assert r["Buffer"]["size"] == len(algo.buffer)
-            assert r["Buffer"]["bytes_per_row"] == algo.config.table_spec().bytes_per_row()
+            assert r["Buffer"]["size"] == len(algo.replay)
+            sizes = algo.replay.sizes()
+            assert r["Buffer"]["bytes"] == sizes["bytes_total"]
+            assert r["Buffer"]["states"] == sizes["states"] and r["Buffer"]["tables"] == sizes["tables"]
             # losses of the networks trained in this iteration's last update, finite
             trained = sch.active_networks(t - 1)
             assert trained <= set(r["Loss"])
@@ -189,8 +193,10 @@ def test_other_row_modes_train(ray_session, world, training):
             losses.update(r.get("Loss", {}))
         assert set(losses) == set(algo.schedule.existing_networks)
         assert all(np.isfinite(v) for v in losses.values())
-        state = algo.buffer.get_state()["columns"]
-        assert {k: v.shape[1:] for k, v in state.items()} == spec.shapes()
+        b = replay_batch(algo)
+        assert b.size == len(algo.replay) and (b.q_mask.sum(-1) >= 1).all()
+        if expected_mode != "sum":
+            assert b.goal.shape[2] == 1              # the held goal of each human
     finally:
         algo.stop()
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_config
+from conftest import assert_same_replay, small_config
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_empo import Empo
@@ -67,7 +67,7 @@ def test_resume_mid_ramp_is_bit_identical(ray_session, tmp_path):
     for _ in range(4):                                       # crosses the clear at E5 = 28
         algo.train()
     original = {"counters": copy.deepcopy(algo._empo), "learner": learner_state(algo),
-                "buffer": algo.buffer.get_state()}
+                "buffer": algo.replay.get_state()}
     algo.stop()
 
     restored = Empo.from_checkpoint(ckpt)
@@ -85,10 +85,7 @@ def test_resume_mid_ramp_is_bit_identical(ray_session, tmp_path):
     assert restored._empo == original["counters"]           # no clear repeated or skipped
     assert restored._empo["clears_done"] == list(restored.schedule.clear_points)
     assert_same_learner(learner_state(restored), original["learner"])
-    rb, ob = restored.buffer.get_state(), original["buffer"]
-    assert rb["num_added"] == ob["num_added"]
-    for k in ob["columns"]:
-        np.testing.assert_array_equal(rb["columns"][k], ob["columns"][k])
+    assert_same_replay(restored.replay.get_state(), original["buffer"])
     restored.stop()
 
 
@@ -128,10 +125,10 @@ def test_replay_buffer_only_on_request(ray_session, tmp_path):
     algo = config(checkpoint_replay_buffer=False).build_algo()
     for _ in range(2):
         algo.train()
-    assert len(algo.buffer) > 0
+    assert len(algo.replay) > 0
     ckpt = algo.save_to_path(tmp_path / "ckpt")
     restored = Empo.from_checkpoint(ckpt)
-    assert len(restored.buffer) == 0                         # not in the checkpoint
+    assert len(restored.replay) == 0                         # not in the checkpoint
     assert restored._empo == algo._empo
     t = restored._empo["num_updates"]
     restored.train()                                         # refills, then learns again

@@ -37,7 +37,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import small_config
+from conftest import assert_same_replay, small_config
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 DETERMINISTIC_GROUPS = ("Warmup", "Loss", "Prediction", "Target", "LearningRate", "Buffer")
@@ -60,7 +60,7 @@ def _run(seed: int, iterations: int = 8, **env_runners):
                    for k, v in learner.module[DEFAULT_MODULE_ID].state_dict().items()}
         adam = {name: opt.state_dict() for name, opt in learner._named_optimizers.items()}
         return {"metrics": metrics, "weights": weights, "adam": adam,
-                "buffer": algo.buffer.get_state(), "counters": dict(algo._empo)}
+                "buffer": algo.replay.get_state(), "counters": dict(algo._empo)}
     finally:
         algo.stop()
 
@@ -76,9 +76,7 @@ def _assert_identical(a: dict, b: dict) -> None:
             for key, value in state.items():
                 assert torch.equal(torch.as_tensor(value),
                                    torch.as_tensor(b["adam"][name]["state"][pid][key])), (name, key)
-    assert a["buffer"]["num_added"] == b["buffer"]["num_added"]
-    for k, col in a["buffer"]["columns"].items():
-        np.testing.assert_array_equal(col, b["buffer"]["columns"][k], err_msg=k)
+    assert_same_replay(a["buffer"], b["buffer"])
 
 
 def test_same_seed_same_run_without_remote_runners(ray_session):

@@ -4,8 +4,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from rllib_empo.algorithm.env import EmpoEnv, EmpoRow
-from rllib_empo.worlds.protocol import WorldProtocolError
+import torch
+
+from rllib_empo.algorithm.batch import expand
+from rllib_empo.algorithm.env import EmpoEnv, EmpoStep
+from rllib_empo.algorithm.store import ReplayStore
+from rllib_empo.algorithm.tables import pack_sample
 
 CASES = {
     "rock_gate": {"world": "rock_gate"},
@@ -20,7 +24,8 @@ CASES = {
 
 def rollout(env, n_steps, seed=0):
     """(state, goals, action, obs, reward, terminated, truncated, info, next state) per step;
-    states, goals and observations read from the env."""
+    states, goals and observations read from the env. Each step's table entries are taken
+    right after the step (``entries``)."""
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     assert info == {}
@@ -31,7 +36,7 @@ def rollout(env, n_steps, seed=0):
         obs, r, term, trunc, info = env.step(a)
         steps.append(dict(state=s, goals=goals, action=a, prev_obs=prev_obs, obs=obs, reward=r,
                           terminated=term, truncated=trunc, info=info, next=env.get_state(),
-                          next_goals=list(env.goals)))
+                          next_goals=list(env.goals), entries=env.take_sample()))
         if term:
             obs, _ = env.reset()
     return steps
@@ -72,58 +77,65 @@ def test_observation_reward_termination(case):
             assert st["state"] == world.initial_state()
 
 
-def test_row_shapes_and_normalisation(case):
+def expanded(env, st, weight=1.0):
+    """The step's row, through pack_sample, a ReplayStore and batch.expand."""
+    key = st["info"]["empo"].table
+    store = ReplayStore(10, env.table_spec.mode)
+    store.add(pack_sample(*st["entries"], [key], [weight]))
+    b = expand(store, torch.from_numpy(store.tables.translate(np.array([key]))),
+               torch.tensor([weight]), env.table_spec.num_actions, env.table_spec.num_robot_actions)
+    return store, b
+
+
+def test_rows_name_their_table_and_follow_it(case):
     name, env, steps = case
     spec = env.table_spec
+    builder = env._builder
     for st in steps:
-        row = st["info"]["empo"]
-        assert isinstance(row, EmpoRow)
-        cols = row.columns
-        assert {k: v.shape for k, v in cols.items()} == spec.shapes()
-        assert all(v.dtype == np.float32 for v in cols.values())
-        np.testing.assert_array_equal(cols["obs"], st["prev_obs"])
-        np.testing.assert_allclose(cols["goal_w"].sum(-1), 1.0, atol=1e-6)
+        assert isinstance(st["info"]["empo"], EmpoStep)
+        tables, states, goals = st["entries"]
+        assert set(tables) == {st["info"]["empo"].table}     # one step, one table
+        store, b = expanded(env, st)
+        np.testing.assert_array_equal(b.obs[0].numpy(), st["prev_obs"])
+        np.testing.assert_allclose(b.goal_w.sum(-1).numpy(), 1.0, atol=1e-6)
+        # the successor actually reached is one of the table's successors, with positive
+        # probability under the action taken
+        keys = store.states.key[b.succ[0]]
+        k = np.flatnonzero((keys == builder.key(st["next"])) & b.succ_valid[0].numpy())
+        assert len(k) == 1 and b.probs[0, st["action"], k[0]] > 0
+        assert b.succ_terminal[0, k[0]] == float(st["terminated"])
         if spec.mode != "sampled":
-            np.testing.assert_allclose(cols["probs"].sum(-1), 1.0, atol=1e-5)
-            real = cols["vhe_mask"] > 0
-            np.testing.assert_allclose(cols["vhe_probs"].sum(-1)[real], 1.0, atol=1e-5)
-            # the successor actually reached is one of the row's successors, with positive
-            # probability under the action taken
-            k = [i for i in range(spec.max_successors)
-                 if np.array_equal(cols["succ_obs"][i], st["obs"])]
-            assert len(k) == 1 and cols["probs"][st["action"], k[0]] > 0
-            assert cols["succ_terminal"][k[0]] == float(st["terminated"])
+            np.testing.assert_allclose(b.probs.sum(-1).numpy(), 1.0, atol=1e-5)
+            real = b.goal_mask > 0
+            np.testing.assert_allclose(b.vhe_probs.sum(-1)[real].numpy(), 1.0, atol=1e-5)
         else:
             expected = np.zeros((spec.num_robot_actions, 1), np.float32)
             expected[st["action"], 0] = 1.0
-            np.testing.assert_array_equal(cols["probs"], expected)
-            np.testing.assert_array_equal(cols["succ_obs"][0], st["obs"])
-            assert cols["succ_terminal"][0] == float(st["terminated"])
+            np.testing.assert_array_equal(b.probs[0].numpy(), expected)
         if spec.mode != "sum":
             # V_h^e is trained on the goals the humans held during the step
             for i, g in enumerate(st["goals"]):
-                np.testing.assert_array_equal(cols["vhe_goal"][i, 0], env.world.encode_goal(g))
-                achieved = float(g.is_achieved(st["next"]))
-                if spec.mode == "sampled":
-                    assert cols["vhe_achieved"][i, 0, 0] == achieved
-                else:
-                    assert cols["vhe_achieved"][i, 0, k[0]] == achieved
+                np.testing.assert_array_equal(b.goal_enc[0, i, 0].numpy(), env.world.encode_goal(g))
+                assert b.achieved[0, i, 0, k[0]] == float(g.is_achieved(st["next"]))
 
 
 @pytest.mark.parametrize("a_r", [0, 1, 3])
 def test_sampled_successors_follow_the_table_at_the_initial_state(a_r):
     """Right after reset the goals are drawn by weight, so the env's successor distribution
-    for a robot action is the row's goal-marginal probs[a_r] (eq. 4)."""
+    for a robot action is the table's goal-marginal P(. | s0, a_r) (eq. 4)."""
     env = EmpoEnv({"world": "corridor", "num_humans": 2, "slip": 0.25})
     n = 3000
-    counts, row = {}, None
+    counts, step = {}, None
     for i in range(n):
         env.reset(seed=i)
         obs, _, _, _, info = env.step(a_r)
-        row = info["empo"].columns
-        counts[obs.tobytes()] = counts.get(obs.tobytes(), 0) + 1
-    p = {row["succ_obs"][k].tobytes(): float(row["probs"][a_r, k])
-         for k in range(env.table_spec.max_successors) if row["probs"][a_r, k] > 0}
+        step = {"info": info, "entries": env.take_sample()}
+        key = env._builder.key(env.get_state())
+        counts[key] = counts.get(key, 0) + 1
+    store, b = expanded(env, step)
+    keys = store.states.key[b.succ[0]]
+    p = {int(keys[k]): float(b.probs[0, a_r, k]) for k in range(b.succ.shape[1])
+         if b.probs[0, a_r, k] > 0}
     assert set(counts) <= set(p)
     assert len(p) > 1                    # stochastic: slip and human choices
     tv = 0.5 * sum(abs(counts.get(key, 0) / n - q) for key, q in p.items())
@@ -178,16 +190,6 @@ def test_reset_with_a_seed_does_not_depend_on_history():
     assert a == b
 
 
-@pytest.mark.parametrize("empo", [{}, {"sum_human_actions": False}])
-def test_more_successors_than_max_successors_raises(empo):
-    env = EmpoEnv({"world": "corridor", "num_humans": 2, "slip": 0.25,
-                   "empo": {"max_successors": 1, **empo}})
-    env.reset(seed=0)
-    with pytest.raises(WorldProtocolError, match="max_successors"):
-        for _ in range(5):          # the robot's actions alone give several successors
-            env.step(1)
-
-
 def test_exploring_starts_start_away_from_the_initial_state():
     env = EmpoEnv({"world": "rock_gate", "empo": {"exploring_starts": 1.0}})
     s0 = env.world.initial_state()
@@ -217,15 +219,9 @@ def test_step_before_reset_raises():
         EmpoEnv({"world": "rock_gate"}).step(0)
 
 
-def test_rock_gate_bytes_per_row_reported():
-    env = EmpoEnv({"world": "rock_gate"})
-    d = env.describe()
-    assert d["mode"] == "sum" and d["bytes_per_row"] == env.table_spec.bytes_per_row()
-    env.reset(seed=0)
-    row = env.step(0)[4]["empo"].columns
-    assert sum(v.nbytes for v in row.values()) == d["bytes_per_row"]
-    print(f"rock_gate bytes_per_row = {d['bytes_per_row']}")
-    assert d["bytes_per_row"] < 10_000      # 100k rows fit in 1 GiB
+def test_describe():
+    d = EmpoEnv({"world": "rock_gate"}).describe()
+    assert d["world"] == "rock_gate" and d["mode"] == "sum" and d["num_robot_actions"] == 5
 
 
 def test_bad_env_config():

@@ -177,7 +177,7 @@ def test_checkpoint_exactly_at_a_clearing_point_continues_identically(ray_sessio
     while algo._empo["num_updates"] < 12:
         algo.train()
     assert algo._empo["num_updates"] == 12 and 12 in algo.schedule.clear_points
-    assert algo._empo["clears_done"] == [12] and len(algo.buffer) == 0
+    assert algo._empo["clears_done"] == [12] and len(algo.replay) == 0
     ckpt = algo.save_to_path(tmp_path / "at_clear")
     for _ in range(4):
         algo.train()
@@ -206,7 +206,7 @@ def test_checkpoint_while_learning_is_paused_after_a_clear(ray_session, tmp_path
     while algo._empo["num_updates"] < 12:
         algo.train()
     algo.train()                                   # 20 rows < 50: paused
-    assert algo._empo["num_updates"] == 12 and 0 < len(algo.buffer) < 50
+    assert algo._empo["num_updates"] == 12 and 0 < len(algo.replay) < 50
     ckpt = algo.save_to_path(tmp_path / "paused")
     orig = []
     for _ in range(5):

@@ -18,7 +18,7 @@ FLOOR = 1e-3
 
 def make_module(inference_only=False, x_h=True, u_r=True, v_r=True, seed=0, **extra):
     torch.manual_seed(seed)
-    mc = {"hidden_sizes": (16, 16), "num_humans": H, "goal_dim": GOAL_DIM,
+    mc = {"hidden_sizes": (16, 16), "num_humans": H, "num_actions": A, "goal_dim": GOAL_DIM,
           "x_h_use_network": x_h, "u_r_use_network": u_r, "v_r_use_network": v_r,
           "x_h_floor": FLOOR, "neg_q_r_floor": 1e-3, **extra}
     return EmpoRLModule(observation_space=gym.spaces.Box(-np.inf, np.inf, (OBS_DIM,), np.float32),
@@ -76,15 +76,26 @@ def test_x_h_never_below_floor_when_saturated():
     assert (x >= FLOOR).all()
 
 
-def test_forward_train_shapes_and_networks():
-    m = make_module()
+def test_forward_train_predicts_the_networks_trained_now_from_the_learners_rows():
+    """forward_train reads its rows through ``module.expand`` (set by the Learner, which holds
+    the replay memory) and predicts only the networks the Learner trains now."""
+    from types import SimpleNamespace
     B, M = 7, 3
-    batch = {Columns.OBS: torch.randn(B, OBS_DIM), "vhe_goal": torch.randn(B, H, M, GOAL_DIM)}
-    out = m.forward_train(batch)
+    b = SimpleNamespace(obs=torch.randn(B, OBS_DIM), goal_enc=torch.randn(B, H, M, GOAL_DIM))
+    m = make_module()
+    with pytest.raises(RuntimeError, match="replay memory"):
+        m.forward_train({"table": torch.zeros(B, dtype=torch.long)})
+    active = set(NETWORKS)
+    m.expand = lambda batch: (b, active)
+    out = m.forward_train({"table": torch.zeros(B, dtype=torch.long)})
+    assert out["batch"] is b
     assert out["q_r"].shape == (B, A) and out["v_h_e"].shape == (B, H, M)
     assert out["x_h"].shape == (B, H) and out["u_r"].shape == (B,) and out["v_r"].shape == (B,)
+    torch.testing.assert_close(out["q_r"], m.q_r_values(b.obs))
+    active = {"v_h_e"}
+    m.expand = lambda batch: (b, active)
+    assert set(m.forward_train({"table": torch.zeros(B)})) == {"batch", "v_h_e"}
     m2 = make_module(x_h=False, u_r=False, v_r=False)
-    assert set(m2.forward_train(batch)) == {"q_r", "v_h_e"}
     assert m2.network_names == ("v_h_e", "q_r")
     assert make_module().network_names == NETWORKS
 

@@ -2,7 +2,7 @@
 
 1. Bad configuration: every bad input below is rejected by ``validate()`` (so by
    ``build_algo()`` in its first second) with a ValueError/TypeError whose message names the
-   field (``env_config['horizn']``, ``max_successors`` ...) and what is allowed. The
+   field (``env_config['horizn']``, ``replay_capacity`` ...) and what is allowed. The
    single-field range checks live in tests/test_config.py (BAD_VALUES); this file adds the
    cross-field, environment and world ones.
 2. Bad worlds at run time: a world that breaks the protocol only at a later state fails in
@@ -71,7 +71,7 @@ BAD_CONFIGS = [
     ("extra_key_with_world_instance", lambda: _cfg(GENERIC, {"world": TinyWorld(), "horizon": 3}),
      r"env_config\['horizon'\] is not allowed when env_config\['world'\] is a World instance.*"
      r"allowed keys: world, prior, beta_h, gamma_h"),
-    ("reserved_empo_key", lambda: _cfg(ROCK, {"empo": {"max_successors": 3}}),
+    ("reserved_empo_key", lambda: _cfg(ROCK, {"empo": {"gamma_h": 0.5}}),
      r"env_config\['empo'\] is reserved.*Allowed env_config keys: world, prior, beta_h, gamma_h"),
     # --- environment: the human prior
     ("unknown_prior_name", lambda: _cfg(ROCK, {"prior": "boltzman"}),
@@ -120,9 +120,6 @@ BAD_CONFIGS = [
      r"env must be an EmpoEnv id or class, got 'CartPole-v1' \(CartPoleEnv\).*"
      r"rllib_empo/RockGate-v0.*rllib_empo/World-v0"),
     # --- table widths
-    ("max_successors_below_the_initial_state", lambda: _cfg(max_successors=2),
-     r"max_successors: world 'rock_gate': state \(10, 13, 12, 8\) has 3 distinct successors, "
-     r"more than max_successors=2"),
     # --- numerics: beta_r * log(-Q_r) and U_r must be representable in float32
     ("beta_r_overflows_float32", lambda: _cfg(beta_r=1e31),
      r"beta_r must be <= 1e\+30 \(beta_r \* log\(-Q_r\) must stay finite in float32"),
@@ -232,7 +229,9 @@ def test_network_mode_combinations_all_valid_with_an_environment(flags):
     x, u = flags
     cfg = _cfg(x_h_use_network=x, u_r_use_network=u)
     cfg.validate()
-    assert cfg.table_spec().succ_goals == (not x and not u)
+    assert cfg.table_spec().mode == "sum"
+    names = {"v_h_e", "q_r"} | ({"x_h"} if x else set()) | ({"u_r"} if u else set())
+    assert set(cfg.schedule.existing_networks) == names
 
 
 @pytest.mark.parametrize("sum_human_actions", [True, False])
@@ -243,7 +242,7 @@ def test_sum_human_actions_is_irrelevant_without_model_based_targets(sum_human_a
     cfg = _cfg(use_model_based_targets=False, sum_human_actions=sum_human_actions)
     cfg.validate()
     assert EnvSettings(**cfg.empo_env_settings()).mode == "sampled"
-    assert cfg.table_spec().max_successors == 1
+    assert cfg.table_spec().joint_actions == 1
 
 
 # ======================================================= 2. bad worlds at run time
@@ -262,7 +261,6 @@ RUNTIME_FAULTS = {   # fault -> the problem the message must state
     "not_pairs": r"transition_probabilities\(\(3, 2\), \[\d, \d\]\) must return a list of "
                  r"\(probability, successor\) pairs",
     "unhashable_successor": r"successor \[2, \d\] of state \(3, 2\) is not hashable",
-    "too_many_successors": r"state \(3, 2\) has 10 distinct successors, more than max_successors=3",
     "none_for_nonterminal": r"transition_probabilities\(\(3, 2\), \[\d, \d\]\) returned None for a state that "
                             r"is_terminal says is not terminal",
     "encode_nan": r"encode_state\(\(3, \d\)\) contains non-finite values",
@@ -274,7 +272,7 @@ RUNTIME_FAULTS = {   # fault -> the problem the message must state
 }
 MODES = {"sum": {}, "sampled_humans": {"sum_human_actions": False},
          "sampled": {"use_model_based_targets": False}}
-SUM_ONLY = {"too_many_successors"}     # K = 1 without model-based targets
+SUM_ONLY: set = set()
 
 
 def _runtime_cases():
@@ -452,7 +450,8 @@ def test_corrupt_replay_data_never_reaches_the_weights(ray_session, on_nonfinite
                         warmup_q_r_steps=0, beta_r_rampup_steps=0).build_algo()
     try:
         algo.train()
-        algo.buffer._cols["succ_obs"][: len(algo.buffer)] = np.nan
+        obs = algo.replay.states.cols["obs"]
+        algo.replay.states.cols["obs"] = np.full(obs.shape, np.nan, np.float32)
         before, adam_before = _learner_state(algo)
         if on_nonfinite == "raise":
             with pytest.raises(FloatingPointError, match="non-finite loss"):
