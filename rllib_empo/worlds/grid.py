@@ -74,27 +74,34 @@ class Grid:
         dx, dy = DELTAS[action]
         return self.cell_id.get((x + dx, y + dy), -1)
 
-    def move_table(self, passable: set[int]) -> tuple[tuple[int, ...], ...]:
+    def move_table(self, passable: set[int], target=None, num_actions: int = NUM_ACTIONS
+                   ) -> tuple[tuple[int, ...], ...]:
         """``table[cell][action]``: where an agent that may only stand on ``passable`` ends up
-        when nothing else is in the way (it stays when the target is not passable)."""
+        when nothing else is in the way (it stays when the target is not passable).
+        ``target(cell, action)`` is the cell an action aims at (-1: a wall); default
+        :meth:`neighbour`."""
+        target = target or self.neighbour
         table = []
         for cid in range(len(self.cells)):
             row = []
-            for a in range(NUM_ACTIONS):
-                nb = self.neighbour(cid, a)
+            for a in range(num_actions):
+                nb = target(cid, a)
                 row.append(nb if nb in passable else cid)
             table.append(tuple(row))
         return tuple(table)
 
-    def distances(self, source: int, passable: set[int]) -> list[float]:
-        """BFS distance from ``source`` to every cell over ``passable`` (static walls only)."""
+    def distances(self, source: int, passable: set[int], target=None,
+                  num_actions: int = NUM_ACTIONS) -> list[float]:
+        """BFS distance from ``source`` to every cell over ``passable`` (static walls only;
+        moves are symmetric in every world here)."""
+        target = target or self.neighbour
         dist = [UNREACHABLE] * len(self.cells)
         dist[source] = 0
         queue = deque([source])
         while queue:
             c = queue.popleft()
-            for a in range(1, NUM_ACTIONS):
-                nb = self.neighbour(c, a)
+            for a in range(1, num_actions):
+                nb = target(c, a)
                 if nb in passable and dist[nb] == UNREACHABLE:
                     dist[nb] = dist[c] + 1
                     queue.append(nb)
@@ -139,6 +146,7 @@ class GridWorld:
 
     name = "grid"
     num_actions = NUM_ACTIONS
+    action_names = ACTION_NAMES
     # The human prior an env builds when its config names none (read by rllib_empo.algorithm.env):
     # the exact phase-1 prior where the world is small enough to enumerate.
     default_prior = "boltzmann"
@@ -159,8 +167,8 @@ class GridWorld:
         self.human_only = frozenset(human_only)
         self._human_floor = everywhere - grid.robot_only
         self._robot_floor = everywhere - self.human_only
-        self.robot_move = grid.move_table(self._robot_floor)
-        self.human_move = grid.move_table(self._human_floor)
+        self.robot_move = grid.move_table(self._robot_floor, self._target, self.num_actions)
+        self.human_move = grid.move_table(self._human_floor, self._target, self.num_actions)
         self._moves = [self.robot_move] * nr + [self.human_move] * nh
         self._goals: dict[int, list] = {}
         self._dist: dict[int, list[float]] = {}
@@ -169,7 +177,8 @@ class GridWorld:
             self._goals[h] = [(g, 1.0 / len(goals)) for g in goals]
             for g in goals:
                 if g.cell_id not in self._dist:
-                    self._dist[g.cell_id] = grid.distances(g.cell_id, self._human_floor)
+                    self._dist[g.cell_id] = grid.distances(g.cell_id, self._human_floor,
+                                                           self._target, self.num_actions)
                 if any(self._dist[g.cell_id][c] == UNREACHABLE for c in self._human_floor):
                     raise ValueError(f"{self.name}: goal {g} is not reachable from every cell")
         self._distance_cache: dict[tuple[int, int], np.ndarray] = {}
@@ -182,6 +191,11 @@ class GridWorld:
         self._time_offset = self._entities * self._num_cells
         self.state_dim = self._time_offset + horizon + 1
         self.goal_dim = nh + self._num_cells
+
+    def _target(self, cid: int, action: int) -> int:
+        """The cell ``action`` aims at from ``cid`` (-1: a wall); worlds with other actions
+        override this (and ``num_actions``, ``action_names``)."""
+        return self.grid.neighbour(cid, action)
 
     def _move_agents(self, cells: list[int], actions) -> None:
         """Move agents in agent-id order, in place: a move into a wall, onto floor the agent

@@ -4,7 +4,9 @@
     world_kwargs("corridor")                # -> {"length": 5, "num_humans": 2, ...}
 
 Built in: ``corridor`` (tiny, optionally stochastic), ``rock_gate`` (the main benchmark,
-exactly solvable) and ``crowd`` (more than 10^6 states, for learning without enumeration).
+1,008 states), ``lanes`` (2 humans, 64 joint actions, 28,137 states), ``vault`` (two rocks,
+208,995 states) -- all exactly solvable -- and ``crowd`` (more than 10^6 states, for
+learning without enumeration).
 Users add their own with ``register_world(name, cls)``.
 """
 from __future__ import annotations
@@ -15,7 +17,9 @@ from typing import Any
 
 from rllib_empo.worlds.corridor import CorridorWorld
 from rllib_empo.worlds.crowd import CrowdWorld
+from rllib_empo.worlds.lanes import LanesWorld
 from rllib_empo.worlds.rock_gate import RockGateWorld
+from rllib_empo.worlds.vault import VaultWorld
 
 WORLDS: dict[str, type] = {}
 
@@ -84,6 +88,8 @@ def make_world(name: str, **kwargs: Any):
 register_world("corridor", CorridorWorld)
 register_world("rock_gate", RockGateWorld)
 register_world("crowd", CrowdWorld)
+register_world("lanes", LanesWorld)
+register_world("vault", VaultWorld)
 
 __all__ = ["WORLDS", "register_world", "make_world", "world_kwargs", "check_world_arguments",
            "did_you_mean", "UnknownWorldArgument"]

@@ -25,6 +25,8 @@ CASES = [
     ("crowd", lambda: make_world("crowd"), 2000),
     ("crowd-2r", lambda: make_world("crowd", num_robots=2), 150),
     ("crowd-3h", lambda: make_world("crowd", num_humans=3), 150),
+    ("lanes", lambda: make_world("lanes"), 2000),
+    ("vault", lambda: make_world("vault"), 2000),
 ]
 _explored: dict[str, list] = {}
 
@@ -118,6 +120,65 @@ def test_reachable_state_counts():
     states = explore("rock_gate", make_world("rock_gate"), None)
     assert 500 <= len(states) <= 2000
     assert len(states) == 1008  # the figure rock_gate's docstring states
+
+
+def test_reachable_state_counts_of_the_larger_worlds():
+    """The figures the docstrings of lanes and vault state (a 2-human world with >= 20,000
+    states and 64 joint actions; a world with >= 10^5 states)."""
+    from rllib_empo.exact.statespace import StateGraph
+    lanes = StateGraph(make_world("lanes"))
+    assert lanes.num_states == 28_137 and lanes.J == 64
+    assert StateGraph(make_world("vault", horizon=10)).num_states == 12_723
+
+
+@pytest.mark.slow
+def test_vault_has_more_than_1e5_states():
+    from rllib_empo.exact.statespace import StateGraph
+    assert StateGraph(make_world("vault")).num_states == 208_995
+
+
+def test_lanes_rules():
+    w = make_world("lanes")
+    s = w.initial_state()
+    steps, robot, h1, h2, rock = s
+    cell = w.grid.cells
+    assert cell[robot] == (5, 1) and cell[rock] == (6, 1)
+    stay, left, right, switch = range(4)
+    # the robot pushes the rock right along lane 1 and follows it
+    (p, s1), = w.transition_probabilities(s, [right, stay, stay])
+    assert p == 1.0 and cell[s1[4]] == (7, 1) and cell[s1[1]] == (6, 1)
+    # a human cannot push it: human 2 walking left into the rock fails
+    s2 = (steps, robot, h1, w.grid.cell_id[(7, 1)], rock)
+    (_, s3), = w.transition_probabilities(s2, [stay, stay, left])
+    assert s3[3] == s2[3]
+    # switching lanes into the wall of the one-lane stretch fails; elsewhere it works
+    (_, s4), = w.transition_probabilities(s, [switch, switch, stay])
+    assert s4[1] == robot and cell[s4[2]] == (1, 2)
+    # a rock pushed against the far wall does not move, nor does the robot
+    end = (steps, w.grid.cell_id[(9, 1)], h1, w.grid.cell_id[(1, 2)], w.grid.cell_id[(10, 1)])
+    (_, s5), = w.transition_probabilities(end, [right, stay, stay])
+    assert s5[1:] == end[1:]
+    assert w.num_actions ** 3 == 64 and w.action_names == ("stay", "left", "right", "switch")
+
+
+def test_vault_rules():
+    w = make_world("vault")
+    s = w.initial_state()
+    cell, cid = w.grid.cells, w.grid.cell_id
+    steps, robot, human, r1, r2 = s
+    assert (cell[robot], cell[human], cell[r1], cell[r2]) == ((9, 2), (3, 2), (6, 2), (4, 4))
+    stay, up, down, left, right = range(5)
+    # next to rock 1 the robot pushes it west into the human's room and steps into the doorway
+    at = (steps, cid[(7, 2)], human, r1, r2)
+    (_, s1), = w.transition_probabilities(at, [left, stay])
+    assert cell[s1[3]] == (5, 2) and cell[s1[1]] == (6, 2)
+    # a rock does not move into another agent: with the human just west of it, nothing moves
+    blocked = (steps, cid[(7, 2)], cid[(5, 2)], r1, r2)
+    (_, s2), = w.transition_probabilities(blocked, [left, stay])
+    assert s2[1:] == blocked[1:]
+    # the human cannot push rocks
+    (_, s3), = w.transition_probabilities((steps, robot, cid[(4, 3)], r1, r2), [stay, down])
+    assert cell[s3[2]] == (4, 3)
 
 
 def test_state_encodings_are_injective():
