@@ -59,6 +59,8 @@ class LanesWorld(GridWorld):
         self.rock_start = grid.mark("o")
         self._setup(grid, [grid.mark("R")], [left_end, right_end], horizon, goals,
                     object_starts=(self.rock_start,))
+        self._tgt = tuple(tuple(self._target(c, a) for a in range(self.num_actions))
+                          for c in range(len(grid.cells)))
 
     def _target(self, cid: int, action: int) -> int:
         x, y = self.grid.cells[cid]
@@ -80,12 +82,12 @@ class LanesWorld(GridWorld):
             a = joint_action[i]
             if not a:
                 continue
-            target = self._target(cells[i], a)
+            target = self._tgt[cells[i]][a]
             if target < 0 or target in cells:
                 continue
             if target == rock:
                 if i == 0 and a in (LEFT, RIGHT):
-                    beyond = self._target(rock, a)
+                    beyond = self._tgt[rock][a]
                     if beyond >= 0 and beyond not in cells:
                         rock, cells[0] = beyond, target
                 continue

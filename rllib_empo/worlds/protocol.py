@@ -189,16 +189,21 @@ def checked_transitions(world: Any, state: Any, joint_action: Sequence[int]
 
     Returns None for a terminal state, else a list of (p, successor) with p finite in [0, 1]
     summing to 1 within PROB_TOLERANCE and hashable successors. Callers cache the result,
-    so the checks run once per (state, joint action).
+    so the checks run once per (state, joint action). (The exact solver calls this for every
+    reachable state and joint action, so a valid answer is recognised by a fast first pass;
+    anything else gets the detailed checks that name the problem.)
     """
-    name = world_name(world)
     n = num_agents(world)
     if len(joint_action) != n:
-        raise WorldProtocolError(f"world {name!r}: joint action {list(joint_action)} has length "
-                                 f"{len(joint_action)}, expected one action per agent ({n})")
+        raise WorldProtocolError(f"world {world_name(world)!r}: joint action "
+                                 f"{list(joint_action)} has length {len(joint_action)}, expected "
+                                 f"one action per agent ({n})")
     out = world.transition_probabilities(state, list(joint_action))
     if out is None:
         return None
+    if _plainly_valid(out):
+        return out
+    name = world_name(world)
     out = _pairs(world, out,
                  lambda: f"transition_probabilities({short_repr(state)}, {list(joint_action)})",
                  "(probability, successor)")
@@ -223,6 +228,26 @@ def checked_transitions(world: Any, state: Any, joint_action: Sequence[int]
         raise WorldProtocolError(f"world {name!r}: transition probabilities at state {where}, "
                                  f"joint action {list(joint_action)} sum to {total:.9g}, not 1")
     return out
+
+
+def _plainly_valid(out) -> bool:
+    """A list of (float or int probability in [0, 1], hashable successor) tuples summing to
+    1: the common answer, checked in one pass. False means "check in detail", not "invalid"."""
+    if type(out) is not list or not out:
+        return False
+    total = 0.0
+    try:
+        for pair in out:
+            if type(pair) is not tuple or len(pair) != 2:
+                return False
+            p, succ = pair
+            if (type(p) is not float and type(p) is not int) or not 0.0 <= p <= 1.0:
+                return False
+            hash(succ)
+            total += p
+    except TypeError:
+        return False
+    return abs(total - 1.0) <= PROB_TOLERANCE
 
 
 def checked_successors(world: Any, state: Any, joint_action: Sequence[int]) -> list[tuple[float, Any]]:

@@ -56,10 +56,10 @@ def _existing_file():
 BAD_CONFIGS = [
     # --- environment: world name, keys and arguments
     ("unknown_world_name", lambda: _cfg(GENERIC, {"world": "rokc_gate"}),
-     r"env_config\['world'\] must be one of corridor, crowd, rock_gate or a World instance, "
+     r"env_config\['world'\] must be one of corridor, crowd, lanes, rock_gate, vault or a World instance, "
      r"got 'rokc_gate' \(did you mean 'rock_gate'\?\)"),
     ("world_missing_for_generic_id", lambda: _cfg(GENERIC, {}),
-     r"env_config\['world'\] is required .* one of corridor, crowd, rock_gate, or a World instance"),
+     r"env_config\['world'\] is required .* one of corridor, crowd, lanes, rock_gate, vault, or a World instance"),
     ("world_conflicts_with_env_id", lambda: _cfg(ROCK, {"world": "corridor"}),
      r"env_config\['world'\] must be 'rock_gate' or absent with env 'rllib_empo/RockGate-v0', "
      r"got 'corridor'"),
