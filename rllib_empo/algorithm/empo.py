@@ -26,6 +26,7 @@ import inspect
 from typing import List, Optional, Tuple
 
 import numpy as np
+import torch
 
 from ray.rllib.algorithms.algorithm import Algorithm
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -201,6 +202,16 @@ class EmpoConfig(AlgorithmConfig):
                 "max_goals_per_human": self.max_goals_per_human,
                 "gamma_h": self.gamma_h, "exploring_starts": self.exploring_starts}
 
+    def torch_threads(self, role: str) -> int:
+        """Torch threads for a process of ``role`` ("main", "env_runner", "learner"):
+        ``torch_num_threads``, or that process's CPU allotment (at least 1)."""
+        if self.torch_num_threads is not None:
+            return int(self.torch_num_threads)
+        cpus = {"main": self.num_cpus_for_main_process,
+                "env_runner": self.num_cpus_per_env_runner,
+                "learner": self.num_cpus_per_learner}[role]
+        return max(1, int(cpus)) if isinstance(cpus, (int, float)) else 1
+
     def table_spec(self):
         """Row shapes of the configured world (builds the world, not the prior)."""
         return table_spec(world_for_config(self.env, self.env_config),
@@ -239,6 +250,9 @@ class Empo(Algorithm):
 
     @override(Algorithm)
     def setup(self, config) -> None:
+        # before RLlib builds anything: the driver (with a local Learner and EnvRunner) runs
+        # on its allotment, not on every core of a shared machine
+        torch.set_num_threads(config.torch_threads("main"))
         super().setup(config)
         self.schedule = self.config.schedule
         self.replay = ReplayStore(self.config.replay_capacity, self.config.table_spec().mode)

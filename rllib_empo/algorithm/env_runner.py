@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 import numpy as np
+import torch
 
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
@@ -33,6 +34,8 @@ class EmpoEnvRunner(SingleAgentEnvRunner):
         config.env_config = {**dict(config.env_config or {}), ROW_KEY: asdict(settings)}
         config.freeze()
         self._sampled_mode = settings.mode == "sampled"
+        if (kwargs.get("worker_index") or 0) > 0:     # a remote runner: its own process
+            torch.set_num_threads(config.torch_threads("env_runner"))
         super().__init__(config=config, **kwargs)
 
     def set_exploration(self, beta_r: float, epsilon: float) -> None:

@@ -169,6 +169,10 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "Largest world (reachable states) the exact solver enumerates, for exact_eval_interval, "
        "evaluation and the command line."),
     _F("on_nonfinite", "raise", _choice("raise", "skip"), "What to do on a non-finite loss: raise, or skip the update."),
+    _F("torch_num_threads", None, _optional(_POS, "each process's CPU allotment"),
+       "Torch threads per process: None sizes the driver (and a local Learner and EnvRunner) to "
+       "num_cpus_for_main_process, remote EnvRunners to num_cpus_per_env_runner, remote "
+       "Learners to num_cpus_per_learner (at least 1 each)."),
     _F("hidden_sizes", DEFAULT_HIDDEN, HIDDEN,
        "Hidden layer sizes of every network, or per network as {name: sizes}."),
 )

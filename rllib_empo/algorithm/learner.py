@@ -52,6 +52,8 @@ class EmpoUpdate:
 class EmpoTorchLearner(TorchLearner):
     @override(TorchLearner)
     def build(self) -> None:
+        if self.config.num_learners > 0:        # a remote Learner: its own process
+            torch.set_num_threads(self.config.torch_threads("learner"))
         super().build()     # builds the module and calls configure_optimizers_for_module
         self.module.foreach_module(
             lambda mid, m: m.make_target_networks() if isinstance(m, TargetNetworkAPI) else None)

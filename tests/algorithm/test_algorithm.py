@@ -230,3 +230,30 @@ def test_robot_policy_values_and_compare_to_exact(ray_session):
         assert report["tv_pi_r_s0"] == pytest.approx(tv0, abs=1e-6)
     finally:
         algo.stop()
+
+
+def test_torch_threads_follow_each_process_allotment(ray_session):
+    """torch_num_threads=None: the driver runs on num_cpus_for_main_process threads (not on
+    every core of a shared machine), remote EnvRunners on num_cpus_per_env_runner; an int
+    sets every process."""
+    import torch
+    cfg = small_config()
+    assert cfg.torch_threads("main") == 1 and cfg.torch_threads("env_runner") == 1
+    assert cfg.copy().resources(num_cpus_for_main_process=2).torch_threads("main") == 2
+    assert cfg.copy().env_runners(num_cpus_per_env_runner=0.5).torch_threads("env_runner") == 1
+    assert cfg.copy().training(torch_num_threads=3).torch_threads("learner") == 3
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        algo = small_config().build_algo()
+        assert torch.get_num_threads() == 1
+        algo.stop()
+        algo = small_config(torch_num_threads=2).env_runners(num_env_runners=1).build_algo()
+        try:
+            assert torch.get_num_threads() == 2
+            assert algo.env_runner_group.foreach_env_runner(
+                lambda er: torch.get_num_threads(), local_env_runner=False) == [2]
+        finally:
+            algo.stop()
+    finally:
+        torch.set_num_threads(before)

@@ -23,7 +23,7 @@ SPEC_DEFAULTS = dict(
     gamma_h=0.99, gamma_r=0.99, zeta=2.0, xi=1.0, eta=1.1, x_h_floor=1e-3, neg_q_r_floor=1e-3,
     value_loss="log", exploring_starts=0.0, replay_capacity=100_000, updates_per_iteration=8, learning_starts=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
-    checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise",
+    checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise", torch_num_threads=None,
     hidden_sizes=(64, 64),
 )
 
@@ -39,7 +39,7 @@ OTHER_VALUES = dict(
     neg_q_r_floor=0.01, value_loss="mse", exploring_starts=0.5,
     replay_capacity=64, updates_per_iteration=1, learning_starts=64, max_goals_per_human=1,
     sum_human_actions=False, epsilon=[(0, 1.0), (100, 0.0)], verbose=True, tensorboard_dir="/tmp/tb",
-    checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip",
+    checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip", torch_num_threads=2,
     hidden_sizes=[8],
 )
 
@@ -61,7 +61,7 @@ BAD_VALUES = [
     ("epsilon", -0.1), ("epsilon", 1.1), ("epsilon", []), ("epsilon", [(0, 1.0), (-1, 0.5)]),
     ("epsilon", [(10, 1.0), (5, 0.5)]), ("epsilon", [(0, 2.0)]), ("epsilon", [(0.5, 0.1)]),
     ("epsilon", [(0, 0.1, 3)]), ("epsilon", "0.1"), ("verbose", "yes"), ("tensorboard_dir", 3),
-    ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("on_nonfinite", "ignore"),
+    ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("torch_num_threads", 0), ("torch_num_threads", 1.5), ("on_nonfinite", "ignore"),
     ("hidden_sizes", ()), ("hidden_sizes", [64, 0]), ("hidden_sizes", 64), ("hidden_sizes", [64.0]),
 ]
 
