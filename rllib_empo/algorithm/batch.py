@@ -33,6 +33,11 @@ def _t(view, store: str, col: str) -> torch.Tensor:
     return torch.from_numpy(view.store(store).col(col))
 
 
+def _g(view, store: str, col: str, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` of a store column, on ``idx``'s device (the memory lives on the CPU)."""
+    return _t(view, store, col)[idx.cpu()].to(idx.device)
+
+
 @dataclass
 class Batch:
     """One minibatch, expanded. B rows, H humans, M goals trained per human (G in mode
@@ -56,12 +61,20 @@ class Batch:
     def size(self) -> int:
         return int(self.s.shape[0])
 
+    def to(self, device) -> "Batch":
+        """The same minibatch on ``device`` (a GPU Learner's)."""
+        if self.s.device == torch.device(device):
+            return self
+        return Batch(**{f: getattr(self, f).to(device) for f in self.__dataclass_fields__})
+
 
 def expand(view, tables: torch.Tensor, weight: torch.Tensor, num_actions: int,
-           num_robot_actions: int) -> Batch:
-    """The :class:`Batch` of the rows whose table slots are ``tables`` [B]."""
+           num_robot_actions: int, device=None) -> Batch:
+    """The :class:`Batch` of the rows whose table slots are ``tables`` [B], gathered on the
+    CPU and moved to ``device`` (default: ``tables``' device)."""
+    device = tables.device if device is None else device
     mode = view.mode
-    t = tables.long()
+    t, weight = tables.long().cpu(), weight.cpu()
     s = _t(view, "tables", "state")[t]
     succ = _t(view, "tables", "succ")[t]
     valid = succ >= 0
@@ -98,7 +111,8 @@ def expand(view, tables: torch.Tensor, weight: torch.Tensor, num_actions: int,
     mask = (goal >= 0).float()
     return Batch(s=s, obs=obs, goal=goal, goal_enc=enc * mask[..., None], goal_mask=mask,
                  goal_w=goal_w, succ=succ, succ_valid=valid, succ_terminal=term, probs=probs,
-                 vhe_probs=vhe_probs, achieved=ach, q_mask=(probs.sum(-1) > 0).float())
+                 vhe_probs=vhe_probs, achieved=ach,
+                 q_mask=(probs.sum(-1) > 0).float()).to(device)
 
 
 def _sum_out_humans(joint: torch.Tensor, prior: torch.Tensor, goal_w: torch.Tensor, A: int,
@@ -128,6 +142,7 @@ class TargetCache:
 
     def __init__(self, module, view, params):
         self.module, self.view, self.params = module, view, params
+        self.device = next(module.parameters()).device
         self.version = 0
         self.uid = None               # the replay memory the slots belong to
         self._ver = torch.full((0,), -1, dtype=torch.long)
@@ -156,17 +171,17 @@ class TargetCache:
         """Room for ``n`` slots and ``G`` goals per human; a reallocation recomputes all."""
         if self.vhe is not None and n <= self._ver.shape[0] and G <= self.vhe.shape[2]:
             return
-        n = max(n, self._ver.shape[0])
-        self.q, self.u, self.x = torch.zeros(n, Ar), torch.zeros(n), torch.zeros(n, H)
-        self.v_r, self.vhe = torch.zeros(n), torch.zeros(n, H, G)
-        self._ver = torch.full((n,), -1, dtype=torch.long)
-        self._gen = torch.full((n,), -1, dtype=torch.long)
+        n, d = max(n, self._ver.shape[0]), self.device
+        self.q, self.u = torch.zeros(n, Ar, device=d), torch.zeros(n, device=d)
+        self.x, self.v_r = torch.zeros(n, H, device=d), torch.zeros(n, device=d)
+        self.vhe = torch.zeros(n, H, G, device=d)
+        self._ver = torch.full((n,), -1, dtype=torch.long, device=d)
+        self._gen = torch.full((n,), -1, dtype=torch.long, device=d)
 
     def ensure(self, slots: torch.Tensor) -> None:
         """Compute the target outputs of the states in ``slots`` (unique) that are stale."""
-        gen = torch.from_numpy(self.view.store("states").gen)
-        goals_col = _t(self.view, "states", "goals")
-        H, G = goals_col.shape[1:]
+        gen = torch.from_numpy(self.view.store("states").gen).to(self.device)
+        H, G = self.view.store("states").col("goals").shape[1:]
         if self.uid != self.view.uid:          # another memory: nothing cached applies
             self.uid, self.vhe = self.view.uid, None
         self._fit(gen.shape[0], H, G, self.module.num_robot_actions)
@@ -174,17 +189,17 @@ class TargetCache:
         if not stale.numel():
             return
         m, th = self.module, self.params
-        obs = _t(self.view, "states", "obs")[stale].float()
-        goals = goals_col[stale]
+        obs = _g(self.view, "states", "obs", stale).float()
+        goals = _g(self.view, "states", "goals", stale)
         mask = (goals >= 0).float()
-        enc = _t(self.view, "goals", "enc")[goals.clamp_min(0)] * mask[..., None]
+        enc = _g(self.view, "goals", "enc", goals.clamp_min(0)) * mask[..., None]
         with torch.no_grad():
             q = m.q_r_values(obs, target=True)
             vhe = m.v_h_e_values(obs[:, None, None, :], m.goal_inputs(enc), target=True) * mask
             if "x_h" in m.network_names:
                 x = m.x_h_values(obs, target=True)
             else:
-                x = eq.x_h_from_v_h_e(vhe, _t(self.view, "states", "goal_w")[stale], th.zeta,
+                x = eq.x_h_from_v_h_e(vhe, _g(self.view, "states", "goal_w", stale), th.zeta,
                                       th.x_h_floor)
             u = (m.u_r_values(obs, target=True) if "u_r" in m.network_names
                  else eq.u_r_from_x_h(x, th.xi, th.eta, th.x_h_floor))
@@ -198,7 +213,7 @@ class TargetCache:
         """V_h^e^T(s'_k, g) for the goals g = ``b.goal`` [B, H, M] of each row's state and its
         successors: [B, H, M, K]. Read from the cache where g is among the successor's own
         goals (always, on worlds whose goals do not depend on the state), else evaluated."""
-        goals_next = _t(self.view, "states", "goals")[b.succ]                # [B, K, H, G]
+        goals_next = _g(self.view, "states", "goals", b.succ)               # [B, K, H, G]
         vals = self.vhe[b.succ]                                               # [B, K, H, G]
         match = goals_next.permute(0, 2, 1, 3)[:, :, None] == b.goal[..., None, None]
         found = match.any(-1) & (b.goal >= 0)[..., None]                     # [B, H, M, K]
@@ -208,7 +223,7 @@ class TargetCache:
         missing = (~found) & (b.goal >= 0)[..., None] & b.succ_valid[:, None, None, :]
         if missing.any():
             bi, hi, mi, ki = missing.nonzero(as_tuple=True)
-            obs = _t(self.view, "states", "obs")[b.succ[bi, ki]].float()
+            obs = _g(self.view, "states", "obs", b.succ[bi, ki]).float()
             goal = self.module.goal_inputs(b.goal_enc)[bi, hi, mi]
             with torch.no_grad():
                 out[bi, hi, mi, ki] = self.module.v_h_e_values(obs, goal, target=True)

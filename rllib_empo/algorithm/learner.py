@@ -93,7 +93,7 @@ class EmpoTorchLearner(TorchLearner):
     def _expand(self, batch):
         module = next(iter(self.module.values())).unwrapped()
         b = expand(self._view, batch["table"], batch["weight"], module.num_actions,
-                   module.num_robot_actions)
+                   module.num_robot_actions, device=self._device)
         return b, self._active
 
     @property

@@ -264,3 +264,22 @@ def test_nonfinite_gradient_with_a_finite_loss(ray_session, on_nonfinite):
             assert "q_r" in changed_networks(after, snapshot(algo))
     finally:
         algo.stop()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_a_gpu_learner_trains(ray_session):
+    """num_gpus_per_learner=1: the networks and the target cache live on the GPU, the
+    replay memory on the CPU; minibatches move over once per update."""
+    algo = (small_config(warmup_v_h_e_steps=2, warmup_x_h_steps=2, warmup_q_r_steps=2,
+                         beta_r_rampup_steps=2)
+            .learners(num_gpus_per_learner=1).build_algo())
+    try:
+        result = {}
+        for _ in range(4):
+            result = algo.train()
+        lrn = learner(algo)
+        assert next(learner_module(algo).parameters()).is_cuda
+        assert lrn.target_cache.q.is_cuda
+        assert result["Loss"] and all(np.isfinite(v) for v in result["Loss"].values())
+    finally:
+        algo.stop()
