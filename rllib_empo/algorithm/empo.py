@@ -45,7 +45,7 @@ from rllib_empo.algorithm.env_runner import EmpoEnvRunner
 from rllib_empo.algorithm.store import ReplayStore
 from rllib_empo.algorithm.fields import DEFAULT_HIDDEN, FIELD_NAMES, FIELDS
 from rllib_empo.algorithm.learner import EMPO_KEY, EmpoTorchLearner, EmpoUpdate
-from rllib_empo.algorithm.metrics import log_exact_fidelity, log_iteration
+from rllib_empo.algorithm.metrics import log_exact_fidelity, log_iteration, log_residuals
 from rllib_empo.algorithm.module import EmpoRLModule
 from rllib_empo.algorithm.validation import check_cross_fields
 from rllib_empo.algorithm.values import LearnedValues
@@ -264,6 +264,8 @@ class Empo(Algorithm):
         self._exact: Optional[ExactSolution] = None       # solved once, on demand
         self._learned: Optional[LearnedValues] = None     # driver-side copy of the networks
         self._weights_version = 0            # bumped whenever the Learner's weights change
+        self._held = None                    # the residual rows (residual_rows)
+        self._held_rng = np.random.default_rng([self.config.seed or 0, 1])
         if self.config.verbose:
             print(f"[Warmup] Starting in stage {self.schedule.stage(0)}: "
                   f"{self.schedule.stage_name(self.schedule.stage(0))} "
@@ -280,6 +282,8 @@ class Empo(Algorithm):
         for sample in samples:
             self.replay.add(sample)
             st["num_env_steps"] += len(sample["rows"]["table"])
+        if not self.learner_group.is_local:
+            self._send_replay_delta()          # remote Learners see what was just merged
 
         transitions = 0
         updated = False
@@ -304,6 +308,7 @@ class Empo(Algorithm):
         self._push_exploration()
         log_iteration(self.metrics, self.schedule, st, self.replay, transitions > 0,
                       self._update_stats if updated else {})
+        log_residuals(self.metrics, self.residuals())
         # self.iteration counts the finished iterations: this one is number iteration + 1,
         # so the figures come with training_iteration k, 2k, ... (the last of a k*m-long run)
         if cfg.exact_eval_interval and (self.iteration + 1) % cfg.exact_eval_interval == 0:
@@ -347,8 +352,6 @@ class Empo(Algorithm):
         plans = tuple(self.schedule.plan(t + i) for i in range(n))
         size = self.config.total_train_batch_size
         batch = self.replay.sample(n * size, self._rng)
-        if not self.learner_group.is_local:
-            self._send_replay_delta()
         result = self.learner_group.update(
             batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, env_steps=n * size),
             timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: st["num_env_steps"],
@@ -402,6 +405,52 @@ class Empo(Algorithm):
         beta_r, eps = self.schedule.effective_beta_r(t), self.schedule.epsilon_at(t)
         self.env_runner_group.foreach_env_runner(lambda er: er.set_exploration(beta_r, eps),
                                                  local_env_runner=True)
+
+    # ------------------------------------------------------------------ convergence
+    def residual_rows(self) -> dict | None:
+        """The fixed set of ``residual_rows`` replay rows the residuals are measured on,
+        redrawn (uniformly from the memory) once any of its rows' tables left it; None while
+        the memory is empty or residual_rows is 0."""
+        n = self.config.residual_rows
+        if not n or not len(self.replay):
+            return None
+        held, tables = self._held, self.replay.tables
+        if held is None or not ((tables.key[held["table"]] >= 0).all()
+                                and (tables.gen[held["table"]] == held["gen"]).all()):
+            rows = self.replay.sample(n, self._held_rng)
+            held = self._held = {**rows, "gen": tables.gen[rows["table"]].copy()}
+        return held
+
+    def residuals(self) -> dict:
+        """Each network's distance from its own fixed point on the residual rows
+        (``EmpoTorchLearner.residuals``; the first Learner's when there are several):
+        ``{net: mean, net_max: max, policy_change: ...}``; {} without residual rows."""
+        held = self.residual_rows()
+        if held is None:
+            return {}
+        beta_r = self.schedule.effective_beta_r(self.num_updates)
+        table, weight = held["table"], held["weight"]
+        results = self.learner_group.foreach_learner(
+            lambda learner: learner.residuals(table, weight, beta_r))
+        return next(iter(results)).get()
+
+    @override(Algorithm)
+    def evaluate(self, parallel_train_future=None) -> dict:
+        """EMPO's own evaluation (RLlib's default reports an episode return, which is always
+        0 here): under ``"evaluation"``, the ``Residual`` figures, the learned values at the
+        initial state (``InitialState``: v_r, u_r, x_h_<i> per human, pi_r's entropy) and,
+        when ``exact_eval_interval`` > 0 says the world is small enough, ``Exact``
+        (``compare_to_exact``)."""
+        s0 = self.world.initial_state()
+        v = self.values([s0])
+        pi = v["pi_r"][0]
+        initial = {"v_r": float(v["v_r"][0]), "u_r": float(v["u_r"][0]),
+                   "pi_r_entropy": float(-(pi * np.log(np.maximum(pi, 1e-30))).sum()),
+                   **{f"x_h_{i}": float(x) for i, x in enumerate(v["x_h"][0])}}
+        out = {"Residual": self.residuals(), "InitialState": initial}
+        if self.config.exact_eval_interval:
+            out["Exact"] = compare_to_exact(self, self.exact_solution())
+        return {"evaluation": out}
 
     # ------------------------------------------------------------------ analysis API
     @property

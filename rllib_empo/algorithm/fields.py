@@ -163,6 +163,9 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("verbose", False, BOOL, "Print stage transitions and buffer clears to the console."),
     _F("tensorboard_dir", None, PATH, "Directory for TensorBoard scalars (None: no TensorBoard writer)."),
     _F("checkpoint_replay_buffer", False, BOOL, "Include the replay buffer in checkpoints."),
+    _F("residual_rows", 256, _STEPS,
+       "Replay rows kept as a fixed set on which every iteration logs Residual/* (each "
+       "network's distance from its fixed point); redrawn when its rows leave. 0 = off."),
     _F("exact_eval_interval", 0, _STEPS,
        "Every N training iterations compare with the exact solution on small worlds (0 = off)."),
     _F("exact_max_states", 1_000_000, _POS,

@@ -31,7 +31,8 @@ from ray.rllib.utils.annotations import override
 
 from rllib_empo.algorithm.batch import TargetCache, expand
 from rllib_empo.algorithm.store import StoreReplica
-from rllib_empo.algorithm.targets import compute_targets, loss_masks, value_loss
+from rllib_empo.algorithm.targets import (LOG_SPACE_NETWORKS, compute_targets, loss_masks,
+                                          value_loss)
 from rllib_empo.theory.params import EmpoParams
 from rllib_empo.theory.schedule import StepPlan
 
@@ -68,6 +69,7 @@ class EmpoTorchLearner(TorchLearner):
         self._grads_finite = None      # set by postprocess_gradients_for_module (global norm)
         self._view = None              # the replay memory (attach_replay / apply_replay_delta)
         self._cache = None
+        self._residual_cache = None
 
     # ---- the replay memory ----------------------------------------------------------------
     def attach_replay(self, view) -> None:
@@ -99,6 +101,53 @@ class EmpoTorchLearner(TorchLearner):
     @property
     def target_cache(self) -> TargetCache:
         return self._cache
+
+    def residuals(self, tables, weights, beta_r: float) -> dict:
+        """How far each network is from its own fixed point on the rows ``tables``: the
+        model-based targets are exact expectations given the target networks, so
+        |prediction - target| measures it (relative to |target| for the log-space networks
+        q_r, u_r, v_r, x_h; absolute for v_h_e), as ``{net: mean, net_max: max}``; and
+        ``policy_change``, the mean TV between pi_r of the current and of the target q_r
+        (the q_r of the last target copy) at the nominal beta_r. Targets use ``beta_r``, the
+        current step's."""
+        module = next(iter(self.module.values())).unwrapped()
+        tables, weights = torch.as_tensor(tables), torch.as_tensor(weights)
+        # a cache of its own (valid while the training cache is), so that measuring leaves
+        # training exactly as it would be without
+        if self._residual_cache is None or self._residual_cache.view is not self._view:
+            self._residual_cache = TargetCache(module, self._view, self._theory)
+        cache = self._residual_cache
+        if cache.version != self._cache.version:
+            cache.version = self._cache.version
+        out = {}
+        with torch.no_grad():
+            b = expand(self._view, tables, weights, module.num_actions, module.num_robot_actions,
+                       device=self._device)
+            targets = compute_targets(cache, b, module.network_names, beta_r, self._theory)
+            pred = {"q_r": module.q_r_values(b.obs),
+                    "v_h_e": module.v_h_e_values(b.obs[:, None, None, :],
+                                                 module.goal_inputs(b.goal_enc))}
+            for name in ("x_h", "u_r", "v_r"):
+                if name in module.network_names:
+                    pred[name] = getattr(module, f"{name}_values")(b.obs)
+            masks = loss_masks(b)
+            th = self._theory
+            # below these magnitudes a value no longer matters (the power law's floor for
+            # q_r and v_r, X_h's floor; |U_r| >= 1), so relative errors are taken against them
+            scale = {"q_r": th.neg_q_r_floor, "v_r": th.neg_q_r_floor, "x_h": th.x_h_floor,
+                     "u_r": 1.0}
+            for name, p in pred.items():
+                err = (p - targets[name]).abs()
+                if name in LOG_SPACE_NETWORKS:
+                    err = err / targets[name].abs().clamp_min(scale[name])
+                keep = masks[name] > 0 if name in masks else torch.ones_like(err, dtype=torch.bool)
+                err = err[keep]
+                out[name] = float(err.mean()) if err.numel() else 0.0
+                out[f"{name}_max"] = float(err.max()) if err.numel() else 0.0
+            pi_now = self._theory.policy(pred["q_r"])
+            pi_then = self._theory.policy(module.q_r_values(b.obs, target=True))
+            out["policy_change"] = float(0.5 * (pi_now - pi_then).abs().sum(-1).mean())
+        return out
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:

@@ -27,6 +27,12 @@ METRICS = (
     ("Buffer/tables", "distinct successor tables stored"),
     ("Buffer/bytes", "bytes of the replay memory: rows, states, tables and goals"),
     ("Buffer/bytes_per_transition", "Buffer/bytes per row"),
+    ("Residual/<net>", "mean |prediction - target| of the network on the residual rows "
+                       "(relative to |target| for q_r, u_r, v_r, x_h): its distance from its own "
+                       "fixed point, with no exact solution needed (residual_rows > 0)"),
+    ("Residual/<net>_max", "the largest such residual on the residual rows"),
+    ("Residual/policy_change", "mean TV on the residual rows between pi_r of the current q_r and "
+                               "of the last target copy, at the nominal beta_r"),
     ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
                        "of the latest evaluation, made every exact_eval_interval iterations; "
                        "Exact/training_iteration says which"),
@@ -59,6 +65,12 @@ def log_iteration(metrics, schedule, counters: dict, replay, transition: bool,
     for key, value in update_stats.items():
         stat, net = key.split("_", 1)
         log((_GROUPS[stat], net), value, reduce="item")
+
+
+def log_residuals(metrics, residuals) -> None:
+    """The Residual/* scalars of this iteration (none while the memory is empty)."""
+    for key, value in (residuals or {}).items():
+        metrics.log_value(("Residual", key), value, reduce="item")
 
 
 def log_exact_fidelity(metrics, figures) -> None:

@@ -15,11 +15,21 @@ and reports, over the reachable non-terminal states of ``solution``:
 - ``argmax_agreement``: share of the states with a unique exact best action where the learned
   policy's most likely action is the exact one (NaN when no state has a unique best action);
 - ``mean_abs_v_h_e_error``: mean |V_h^e - V_h^e*| over (state, human, possible goal);
-- ``mean_abs_x_h_error`` and ``q_r_s0_max_rel_error``; ``num_states``.
+- ``mean_abs_x_h_error`` and ``q_r_s0_max_rel_error``; ``num_states``;
+- on the *decision states*, where the exact pi_r is not uniform (mean TV alone hides them
+  among the many states where every action ties): ``num_decision_states``,
+  ``mean_tv_pi_r_decision``; and on the states where the exact best action leads the second
+  by more than 0.05 (``num_clear_states``), ``greedy_agreement_clear``: the share where the
+  learned policy's most likely action is the exact best one (NaN when there is none).
 """
 from __future__ import annotations
 
 import numpy as np
+
+#: pi_r differs between actions by more than this at a decision state.
+DECISION_TOLERANCE = 1e-6
+#: the exact best action leads the second by more than this at a "clear" state.
+CLEAR_LEAD = 0.05
 
 
 def compare_to_exact(learned, solution) -> dict:
@@ -43,6 +53,8 @@ def compare_to_exact(learned, solution) -> dict:
                 exact_v.append(solution.V_HE[h][i, g])
     v_err = np.abs(learned.v_h_e_values(items) - np.array(exact_v))
     q0, q0_exact = values["q_r"][s0], solution.Q[0]
+    decision = pi_exact.max(-1) - pi_exact.min(-1) > DECISION_TOLERANCE
+    clear = (srt[:, -1] - srt[:, -2] > CLEAR_LEAD) if pi_exact.shape[1] > 1 else np.zeros(len(idx), bool)
     return {
         "tv_pi_r_s0": float(tv[s0]),
         "v_r_s0_rel_error": float(abs(values["v_r"][s0] - solution.V_R[0]) / abs(solution.V_R[0])),
@@ -53,4 +65,8 @@ def compare_to_exact(learned, solution) -> dict:
         "mean_abs_x_h_error": float(np.abs(values["x_h"] - solution.X_H[idx]).mean()),
         "q_r_s0_max_rel_error": float(np.max(np.abs(q0 - q0_exact) / np.abs(q0_exact))),
         "num_states": int(len(idx)),
+        "num_decision_states": int(decision.sum()),
+        "mean_tv_pi_r_decision": float(tv[decision].mean()) if decision.any() else 0.0,
+        "num_clear_states": int(clear.sum()),
+        "greedy_agreement_clear": float(agree[clear].mean()) if clear.any() else float("nan"),
     }
