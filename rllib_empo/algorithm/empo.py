@@ -351,7 +351,7 @@ class Empo(Algorithm):
         t = st["num_updates"]
         plans = tuple(self.schedule.plan(t + i) for i in range(n))
         size = self.config.total_train_batch_size
-        batch = self.replay.sample(n * size, self._rng)
+        batch = self.replay.sample(n * size, self._rng, by=self.config.replay_sampling)
         result = self.learner_group.update(
             batch=MultiAgentBatch({DEFAULT_MODULE_ID: SampleBatch(batch)}, env_steps=n * size),
             timesteps={NUM_ENV_STEPS_SAMPLED_LIFETIME: st["num_env_steps"],

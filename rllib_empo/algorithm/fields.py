@@ -150,6 +150,10 @@ FIELDS: Tuple[FieldSpec, ...] = (
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
     _F("updates_per_iteration", 8, _POS, "Learner updates per training_step()."),
+    _F("replay_sampling", "transitions", _choice("transitions", "states"),
+       "How minibatches draw replay rows: 'transitions' uniformly (states as often as visited); "
+       "'states' every stored state equally often (the targets are exact expectations, so "
+       "visitation need not weight the fit)."),
     _F("learning_starts", None, _optional(_POS, "= train_batch_size_per_learner"),
        "Buffer size before learning starts or resumes after a clear (<= replay_capacity)."),
     _F("max_goals_per_human", 16, _POS, "Goals per human stored per transition for X_h targets (more are sampled)."),

@@ -105,8 +105,10 @@ class EmpoTorchLearner(TorchLearner):
     def residuals(self, tables, weights, beta_r: float) -> dict:
         """How far each network is from its own fixed point on the rows ``tables``: the
         model-based targets are exact expectations given the target networks, so
-        |prediction - target| measures it (relative to |target| for the log-space networks
-        q_r, u_r, v_r, x_h; absolute for v_h_e), as ``{net: mean, net_max: max}``; and
+        |prediction - target| measures it -- for the log-space networks q_r, u_r, v_r, x_h
+        as |log(prediction / target)| (about the relative error; magnitudes below the
+        floors that make them irrelevant, neg_q_r_floor and x_h_floor, count as the floor),
+        for v_h_e absolute -- as ``{net: mean, net_max: max}``; and
         ``policy_change``, the mean TV between pi_r of the current and of the target q_r
         (the q_r of the last target copy) at the nominal beta_r. Targets use ``beta_r``, the
         current step's."""
@@ -137,9 +139,11 @@ class EmpoTorchLearner(TorchLearner):
             scale = {"q_r": th.neg_q_r_floor, "v_r": th.neg_q_r_floor, "x_h": th.x_h_floor,
                      "u_r": 1.0}
             for name, p in pred.items():
-                err = (p - targets[name]).abs()
-                if name in LOG_SPACE_NETWORKS:
-                    err = err / targets[name].abs().clamp_min(scale[name])
+                if name in LOG_SPACE_NETWORKS:     # |log(pred / target)|, ~ the relative error
+                    err = (p.abs().clamp_min(scale[name]).log()
+                           - targets[name].abs().clamp_min(scale[name]).log()).abs()
+                else:
+                    err = (p - targets[name]).abs()
                 keep = masks[name] > 0 if name in masks else torch.ones_like(err, dtype=torch.bool)
                 err = err[keep]
                 out[name] = float(err.mean()) if err.numel() else 0.0

@@ -28,8 +28,8 @@ METRICS = (
     ("Buffer/bytes", "bytes of the replay memory: rows, states, tables and goals"),
     ("Buffer/bytes_per_transition", "Buffer/bytes per row"),
     ("Residual/<net>", "mean |prediction - target| of the network on the residual rows "
-                       "(relative to |target| for q_r, u_r, v_r, x_h): its distance from its own "
-                       "fixed point, with no exact solution needed (residual_rows > 0)"),
+                       "(|log(prediction / target)| for q_r, u_r, v_r, x_h): its distance from "
+                       "its own fixed point, with no exact solution needed (residual_rows > 0)"),
     ("Residual/<net>_max", "the largest such residual on the residual rows"),
     ("Residual/policy_change", "mean TV on the residual rows between pi_r of the current q_r and "
                                "of the last target copy, at the nominal beta_r"),

@@ -345,8 +345,24 @@ class ReplayStore:
         if live is not None:
             self._release(live["table"])
 
-    def sample(self, batch_size: int, rng: np.random.Generator) -> dict:
-        return self.rows.sample(batch_size, rng)
+    def sample(self, batch_size: int, rng: np.random.Generator, by: str = "transitions") -> dict:
+        """``batch_size`` rows drawn with replacement: uniformly (``"transitions"``: states as
+        often as they were visited), or ``"states"``: every stored state equally often, and
+        among a state's rows each as often as it was recorded (so the sampled human actions
+        of "sampled_humans" rows keep their frequencies)."""
+        if by == "transitions":
+            return self.rows.sample(batch_size, rng)
+        if by != "states":
+            raise ValueError(f"by must be 'transitions' or 'states', got {by!r}")
+        n = len(self.rows)
+        if n == 0:
+            raise ValueError("cannot sample from an empty replay memory")
+        table = self.rows._cols["table"][:n]
+        state = self.tables.cols["state"][table]
+        count = np.bincount(state)
+        p = 1.0 / count[state]
+        idx = rng.choice(n, size=batch_size, p=p / p.sum())
+        return {k: v[idx] for k, v in self.rows._cols.items()}
 
     # ---- sizes --------------------------------------------------------------------------
     def sizes(self) -> dict:

@@ -257,3 +257,52 @@ def test_torch_threads_follow_each_process_allotment(ray_session):
             algo.stop()
     finally:
         torch.set_num_threads(before)
+
+
+def test_evaluate_reports_residuals_initial_values_and_exact_figures(ray_session):
+    """algo.evaluate() is EMPO's own: residuals (finite, falling as the networks approach
+    their fixed points), the learned values at the initial state, and the exact figures
+    when exact_eval_interval > 0; every train() result carries the residuals too."""
+    algo = small_config(warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
+                        beta_r_rampup_steps=0, updates_per_iteration=16,
+                        exact_eval_interval=50).build_algo()
+    try:
+        early = None
+        for i in range(60):
+            result = algo.train()
+            if i == 2:
+                early = algo.evaluate()["evaluation"]
+        late = algo.evaluate()["evaluation"]
+        assert set(result["Residual"]) == set(late["Residual"])
+        for ev in (early, late):
+            assert {"q_r", "q_r_max", "v_h_e", "x_h", "policy_change"} <= set(ev["Residual"])
+            assert all(np.isfinite(v) for v in ev["Residual"].values())
+            init = ev["InitialState"]
+            assert init["v_r"] < 0 and init["u_r"] <= -1 + 1e-6 and 0 < init["x_h_0"] <= 1
+            assert 0 <= init["pi_r_entropy"] <= np.log(5) + 1e-9
+        for net in ("q_r", "v_h_e", "x_h"):
+            assert late["Residual"][net] < early["Residual"][net], net
+        assert late["Exact"]["num_states"] == 751 and "tv_pi_r_s0" in late["Exact"]
+        s0 = algo.world.initial_state()
+        assert late["InitialState"]["v_r"] == pytest.approx(float(algo.values([s0])["v_r"][0]))
+    finally:
+        algo.stop()
+
+
+def test_residual_rows_field(ray_session):
+    """residual_rows=0 logs no residuals; the set is redrawn after a clear empties it."""
+    algo = small_config(residual_rows=0).build_algo()
+    try:
+        assert "Residual" not in algo.train() and algo.residuals() == {}
+    finally:
+        algo.stop()
+    algo = small_config(residual_rows=32).build_algo()
+    try:
+        algo.train()
+        held = algo.residual_rows()
+        assert len(held["table"]) == 32 and algo.residual_rows() is held      # fixed
+        while algo.num_updates < algo.schedule.clear_points[0] + 1:
+            algo.train()
+        assert algo.residual_rows() is not held                               # redrawn
+    finally:
+        algo.stop()

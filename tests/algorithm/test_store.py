@@ -152,3 +152,24 @@ def test_rows_are_small_and_the_memory_reports_its_bytes():
     assert sizes["row_bytes"] == 12                   # a table slot and a weight
     assert sizes["bytes_total"] == (store.rows.nbytes + store.goals.nbytes + store.states.nbytes
                                     + store.tables.nbytes)
+
+
+def test_sampling_by_states_draws_every_state_equally_often():
+    """'states': every stored state equally often whatever its visit count; among a state's
+    rows each by its frequency. 'transitions': states as often as their rows."""
+    sample = random_sample("sampled_humans", seed=0)
+    tables, states = sample["tables"], sample["states"]
+    # table 0 recorded 9 more times: its state is visited 10x as often as the others
+    rows = np.concatenate([sample["rows"]["table"], np.repeat(sample["rows"]["table"][:1], 9)])
+    store = ReplayStore(1000, "sampled_humans")
+    store.add({**sample, "rows": {"table": rows, "weight": np.ones(len(rows), np.float32)}})
+    rng = np.random.default_rng(0)
+    state_of = store.tables.col("state")
+    by_state = np.bincount(state_of[store.sample(60_000, rng, by="states")["table"]])
+    by_row = np.bincount(state_of[store.sample(60_000, rng, by="transitions")["table"]])
+    held = by_state[by_state > 0]
+    assert held.max() / held.min() < 1.1                       # uniform over states
+    first = state_of[store.tables.translate(np.array([tables["key"][0]]))[0]]
+    assert by_row[first] / by_row.sum() == pytest.approx(10 / len(rows), rel=0.1)
+    with pytest.raises(ValueError, match="by must be"):
+        store.sample(4, rng, by="nope")
