@@ -24,6 +24,80 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 # Figures measured in a --quick run carry this note in the table.
 QUICK_NOTE = "quick"
 
+# The built-in worlds as the benchmarks run them: case -> (env id, env_config, training
+# overrides). crowd is too large for the exact phase-1 prior and for summing the humans'
+# actions out, so it runs with the heuristic prior and the step's sampled human actions.
+CASES = {
+    "rock_gate": ("rllib_empo/RockGate-v0", {}, {}),
+    "corridor": ("rllib_empo/Corridor-v0", {}, {}),
+    "lanes": ("rllib_empo/Lanes-v0", {}, {}),
+    "vault": ("rllib_empo/Vault-v0", {}, {}),
+    "crowd": ("rllib_empo/Crowd-v0", {"prior": "heuristic"}, {"sum_human_actions": False}),
+    "crowd_h3": ("rllib_empo/Crowd-v0", {"prior": "heuristic", "num_humans": 3},
+                 {"sum_human_actions": False}),
+}
+CASE_LABELS = {"rock_gate": "rock_gate", "corridor": "corridor", "lanes": "lanes",
+               "vault": "vault", "crowd": "crowd (2 humans)", "crowd_h3": "crowd (3 humans)"}
+
+
+def case_world(case: str) -> str:
+    """The registered world name behind a case (``crowd_h3`` -> ``crowd``)."""
+    from rllib_empo.algorithm.env import env_ids
+    return env_ids()[CASES[case][0]]
+
+
+def case_config(case: str, nr: int = 0, ne: int = 1, fragment: int = 100,
+                env_config: dict | None = None, **training):
+    """The EmpoConfig of a case (the algorithm's defaults otherwise; seed 0)."""
+    from rllib_empo import EmpoConfig
+    env_id, env_cfg, train = CASES[case]
+    return (EmpoConfig()
+            .environment(env_id, env_config={**env_cfg, **(env_config or {})})
+            .env_runners(num_env_runners=nr, num_envs_per_env_runner=ne,
+                         rollout_fragment_length=fragment)
+            .training(**{**train, **training})
+            .debugging(seed=0)
+            .fault_tolerance(restart_failed_env_runners=False))
+
+
+def case_env(case: str, seed: int = 0, **training):
+    """A bare EmpoEnv of a case with the settings the algorithm's config injects into its
+    EnvRunners' envs (``EmpoConfig.empo_env_settings``), reset."""
+    from rllib_empo.algorithm.env import EmpoEnv
+    cfg = case_config(case, **training)
+    env = EmpoEnv({**dict(cfg.env_config), "world": case_world(case),
+                   "empo": cfg.empo_env_settings()})
+    env.reset(seed=seed)
+    return env
+
+
+def old_successor_slots(world) -> int:
+    """K of the replay design before issue 11, which padded every row to a world-wide bound on
+    the successors of a state: for grid worlds the product over agents of the most distinct
+    cells one agent's moves reach from a cell (``GridWorld.max_successors``, removed in commit
+    eaf5610; 25 on rock_gate), otherwise the world's ``max_successors`` hint or 32."""
+    import numpy as np
+    moves = getattr(world, "_moves", None)
+    if moves is None:
+        return int(getattr(world, "max_successors", 32))
+    return int(np.prod([max(len(set(row)) for row in move) for move in moves]))
+
+
+def step_rows(env, steps: int, rng) -> dict:
+    """``steps`` env steps with uniform random robot actions (the behaviour policy of the
+    warm-up, where beta_r = 0), then the packed sample of them exactly as
+    ``EmpoEnvRunner.sample_rows`` packs it (``tables.pack_sample``)."""
+    import numpy as np
+    from rllib_empo.algorithm.tables import pack_sample
+    n, keys = env.action_space.n, []
+    for _ in range(steps):
+        _, _, term, trunc, info = env.step(int(rng.integers(n)))
+        keys.append(info["empo"].table)
+        if term or trunc:
+            env.reset()
+    tables, states, goals = env.take_sample()
+    return pack_sample(tables, states, goals, keys, np.ones(len(keys), np.float32))
+
 
 def setup_torch() -> None:
     """One torch thread, as on 2-core CI (RLLIB_NOTES.md section 8)."""
