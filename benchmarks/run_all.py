@@ -1,13 +1,13 @@
 """Run the benchmark suite and write ``results.json`` and ``RESULTS.md``.
 
-    python -m benchmarks.run_all                       # everything (about 20-30 min on 2 cores)
+    python -m benchmarks.run_all                       # everything (about 40-60 min on 2 cores)
     python -m benchmarks.run_all --quick               # CI-sized smoke run, every row
     python -m benchmarks.run_all --only learner,sampling
     python -m benchmarks.run_all --out /tmp/bench      # write the files elsewhere
     python -m benchmarks.run_all --render              # rewrite RESULTS.md only (e.g. after a soak)
 
 Benchmarks (one module each, ``run(quick) -> dict``): sampling, learner, fidelity
-(``fidelity_time``), memory, scaling. A run with ``--only`` updates the figures of the
+(``fidelity_time``), memory, build, threads, scaling. A run with ``--only`` updates the figures of the
 benchmarks it ran and keeps the others from the previous ``results.json`` in the same
 directory (each section of RESULTS.md says when and how it was measured). Every key of
 ``REQUIRED_KEYS`` is always present in results.json (null when never measured).
@@ -35,16 +35,27 @@ from benchmarks.common import fmt_value, load_average, status
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {"sampling": "benchmarks.sampling", "learner": "benchmarks.learner",
               "fidelity": "benchmarks.fidelity_time", "memory": "benchmarks.memory",
+              "build": "benchmarks.build", "threads": "benchmarks.threads",
               "scaling": "benchmarks.scaling"}
 ALIASES = {"fidelity_time": "fidelity"}
-REQUIRED_KEYS = ("sampling_env_steps_per_s_per_runner_rock_gate", "learner_updates_per_s_b64",
-                 "learner_updates_per_s_b256", "time_to_fidelity_s_median",
-                 "bytes_per_transition_rock_gate", "peak_rss_mb_default_run")
-# The table row behind each headline key (for its target and status).
+# The headline figures (README and RESULTS.md), each with its bar where it has one.
+REQUIRED_KEYS = ("sampling_env_steps_per_s_per_runner_rock_gate",
+                 "sampling_env_steps_per_s_per_runner_lanes",
+                 "learner_updates_per_s_b64", "learner_updates_per_s_b64_lanes",
+                 "learner_lanes_over_rock_gate", "learner_updates_per_s_b64_crowd_h3",
+                 "learner_rllib_time_over_plain_b64_rock_gate", "learner_updates_per_s_b256",
+                 "target_dedup_factor_rock_gate", "target_dedup_factor_lanes",
+                 "bytes_per_transition_rock_gate", "bytes_per_transition_lanes",
+                 "replay_default_capacity_max_mib", "build_s_lanes", "build_s_lanes_instance",
+                 "threads_busy_over_idle", "time_to_fidelity_s_median",
+                 "peak_rss_mb_default_run")
+# The table row behind each headline key (for its target and status), where it differs.
 HEADLINE_ROWS = {"sampling_env_steps_per_s_per_runner_rock_gate": "sampling_rock_gate_nr0_ne1",
-                 "bytes_per_transition_rock_gate": "bytes_per_transition_rock_gate"}
+                 "sampling_env_steps_per_s_per_runner_lanes": "sampling_lanes_nr0_ne1"}
 TITLES = {"sampling": "1. Sampling throughput", "learner": "2. Learner throughput",
-          "fidelity": "3. Time to fidelity", "memory": "4. Memory", "scaling": "5. Scaling"}
+          "fidelity": "3. Time to fidelity", "memory": "4. Memory",
+          "build": "5. Building the algorithm", "threads": "6. Threads on a shared machine",
+          "scaling": "7. Scaling"}
 
 
 def machine() -> dict:
@@ -125,7 +136,7 @@ def soak_lines(path: Path) -> list[str]:
     """Section 6 from the last recorded soak run (``python -m benchmarks.soak --out
     benchmarks/soak.json``; it is too long for this suite)."""
     if not path.exists():
-        return ["", "## 6. Long-run stability (soak)", "", "Not recorded yet: run "
+        return ["", "## 8. Long-run stability (soak)", "", "Not recorded yet: run "
                 "`python -m benchmarks.soak --out benchmarks/soak.json`, then "
                 "`python -m benchmarks.run_all --render`."]
     from benchmarks.soak import FIDELITY_SLACK
@@ -158,7 +169,7 @@ def soak_lines(path: Path) -> list[str]:
            "degraded); final: "
          + ", ".join(f"{k} {v:.4g}" for k, v in (f.get("final") or {}).items())),
     ]
-    out = ["", "## 6. Long-run stability (soak)", "",
+    out = ["", "## 8. Long-run stability (soak)", "",
            f"Recorded {r.get('date', 'unknown date')} by `{r.get('command', 'benchmarks/soak.py')}` "
            f"(seed {r['seed']}, {r['num_env_runners']} remote EnvRunners; the fidelity "
            "benchmark's configuration). Wall-clock timings on a shared machine.", "",

@@ -56,33 +56,32 @@ def world_config(world: str, env_config: dict, nr: int = 0, fragment: int = 100,
 
 def world_costs(world: str, env_config: dict, sample_calls: int, blocks: int, per_block: int,
                 fill: int) -> dict:
-    from benchmarks.learner import fill_buffer
-    zero = dict(warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_u_r_steps=0,
-                warmup_q_r_steps=0, warmup_v_r_steps=0, beta_r_rampup_steps=0)
-    # replay_capacity: the default 100,000 rows would not even allocate for crowd with 3
-    # humans or 2 robots (K = 625 successor slots: 25 GiB for succ_obs alone)
+    from benchmarks.learner import ZERO_WARMUP, fill_replay, update_fn
+    from benchmarks.sampling import sample_steps
     algo = world_config(world, env_config, u_r_use_network=True, v_r_use_network=True,
-                        train_batch_size_per_learner=64, replay_capacity=max(fill, 1000),
-                        **zero).build_algo()
+                        train_batch_size_per_learner=64, torch_num_threads=1,
+                        **ZERO_WARMUP).build_algo()
     try:
         er = algo.env_runner_group.local_env_runner
         spec = er.env.unwrapped.envs[0].unwrapped.table_spec
         er.sample_rows()                                        # first call: set-up, caches
-        calls = [timed_cpu(lambda: len(er.sample_rows()[0]["obs"])) for _ in range(sample_calls)]
-        fill_buffer(algo, fill)
+        calls = [timed_cpu(lambda: sample_steps(er.sample_rows()[0]))
+                 for _ in range(sample_calls)]
+        fill_replay(algo, fill)
         algo._update_stats = {}
-        for _ in range(3):
-            algo._update_once()
-        upd = [timed_cpu(lambda: [algo._update_once() for _ in range(per_block)])
-               for _ in range(blocks)]
+        update = update_fn(algo, 8)
+        update(8)
+        upd = [timed_cpu(lambda: update(per_block)) for _ in range(blocks)]
+        sizes = algo.replay.sizes()
         return {"world": world, "env_config": env_config,
                 "steps_per_s": median(n / w for w, _, n in calls),
                 "cpu_steps_per_s": median(n / c for _, c, n in calls),
                 "updates_per_s": median(per_block / w for w, _, _ in upd),
                 "cpu_updates_per_s": median(per_block / c for _, c, _ in upd),
-                "bytes_per_row": algo.buffer.bytes_per_row, "obs_dim": spec.obs_dim,
+                "bytes_per_transition": sizes["bytes_per_transition"],
+                "replay": sizes, "obs_dim": spec.obs_dim,
                 "num_humans": spec.num_humans, "num_robot_actions": spec.num_robot_actions,
-                "max_successors": spec.max_successors, "mode": spec.mode}
+                "joint_actions": spec.joint_actions, "mode": spec.mode}
     finally:
         algo.stop()
 
@@ -203,13 +202,14 @@ def summarize(details: dict) -> dict:
         key = "scaling_" + name.replace(" ", "_").replace("=", "")
         figures[key + "_steps_per_s"] = c["steps_per_s"]
         figures[key + "_updates_per_s"] = c["updates_per_s"]
-        figures[key + "_bytes_per_row"] = c["bytes_per_row"]
-        rows.append(row(key, f"{name}: sampling / learner (B=64, 5 nets)",
+        figures[key + "_bytes_per_transition"] = c["bytes_per_transition"]
+        rows.append(row(key, f"{name}: sampling / learner (B=64, 5 nets, 8 per call)",
                         f"{c['steps_per_s']:,.0f} / {c['updates_per_s']:.0f}", "steps/s / upd/s",
                         note=(f"CPU-time {c['cpu_steps_per_s']:,.0f} / "
                               f"{c['cpu_updates_per_s']:.0f}; "
-                              f"A_r={c['num_robot_actions']}, K={c['max_successors']}, "
-                              f"D={c['obs_dim']}, {c['bytes_per_row']:,} B/row, {c['mode']}"),
+                              f"A_r={c['num_robot_actions']}, J={c['joint_actions']}, "
+                              f"D={c['obs_dim']}, {c['bytes_per_transition']:,.0f} B per "
+                              f"transition at {c['replay']['rows']:,} rows, {c['mode']}"),
                         quick=quick))
     points = details["exact"]
     for p in points:

@@ -133,7 +133,7 @@ def run(minutes: float, eval_every: int, seed: int, replay_capacity: int | None,
             result = algo.train()
             dt = time.perf_counter() - t0
             w = result["Warmup"]
-            size = len(algo.buffer)
+            size = len(algo.replay)
             if full_at is None and size >= capacity:
                 full_at = time.perf_counter() - start
             iterations.append({"i": i, "t": time.perf_counter() - start, "train_s": dt,
@@ -147,7 +147,7 @@ def run(minutes: float, eval_every: int, seed: int, replay_capacity: int | None,
                                          .split()[0]) / 1024.0, local_env_runner=False)
                 samples.append({"t": time.perf_counter() - start, "i": i,
                                 "driver_rss_mb": rss_mb(), "runner_rss_mb": runners,
-                                "buffer": size, "buffer_mb": algo.buffer.nbytes / 2**20,
+                                "buffer": size, "buffer_mb": algo.replay.sizes()["bytes_total"] / 2**20,
                                 "py_objects": len(gc.get_objects())})
             if i % eval_every == 0:
                 te = time.perf_counter()

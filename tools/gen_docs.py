@@ -106,22 +106,41 @@ def _performance() -> str:
     """The benchmark suite's headline figures (benchmarks/results.json)."""
     import json
     _benchmarks()
+    from benchmarks.common import fmt_value
     from benchmarks.run_all import headline_lines
     r = json.loads(RESULTS.read_text())
     m = r["_meta"]["machine"]
-    per_seed = ", ".join(f"{t:.0f}" for t in r["time_to_fidelity_s_per_seed"])
+
+    def v(key: str, unit: str = "") -> str:
+        value = r.get(key)
+        return "n/a" if value is None else f"{fmt_value(value)}{unit}"
+
+    seeds = r.get("time_to_fidelity_s_per_seed") or []
+    per_seed = ", ".join("not reached" if t is None else f"{t:.0f}" for t in seeds) or "n/a"
     return ("\n".join(headline_lines(r)) + "\n\n"
-            f"Measured with `python -m benchmarks.run_all` on {m['nproc']} CPUs ({m['cpu_model']}); "
-            "every figure, how it is measured and the scaling study are in "
+            f"Measured with `python -m benchmarks.run_all` on {m['nproc']} CPUs ({m['cpu_model']}), "
+            "a machine shared with other work: RESULTS.md gives the load average beside every "
+            "section, CPU-time rates beside wall rates, and ratios measured within one run. Every "
+            "figure, how it is measured and the scaling study are in "
             "[`benchmarks/RESULTS.md`](benchmarks/RESULTS.md). In words: an EnvRunner with one "
-            f"env steps rock_gate at {r['sampling_env_steps_per_s_per_runner_rock_gate']:,.0f} "
-            f"steps/s including the successor tables ({r['sampling_rock_gate_nr0_ne4_per_runner']:,.0f} "
-            "with 4 envs per runner); the learner runs "
-            f"{r['learner_updates_per_s_b64']:.0f} updates/s at batch 64 with all five networks; "
-            f"the fidelity bars at s0 are reached after {per_seed} s (3 seeds); a 100,000-row "
-            f"rock_gate buffer takes {r['buffer_rss_mb_100k_rock_gate']:,.0f} MiB; the exact "
-            f"solver needs {r['exact_1e5_states_s_rock_gate']:.0f} s for the first rock_gate "
-            "variant with more than 10^5 states." + _soak_sentence())
+            f"env steps rock_gate at {v('sampling_env_steps_per_s_per_runner_rock_gate')} steps/s "
+            f"including the successor tables (lanes {v('sampling_env_steps_per_s_per_runner_lanes')}); "
+            "with all five networks at batch 64 the learner runs "
+            f"{v('learner_updates_per_s_b64')} updates/s on rock_gate, "
+            f"{v('learner_updates_per_s_b64_lanes')} on lanes (x{v('learner_lanes_over_rock_gate')} "
+            f"of rock_gate's rate in the same run) and {v('learner_updates_per_s_b64_crowd_h3')} on "
+            "crowd with 3 humans, taking x"
+            f"{v('learner_rllib_time_over_plain_b64_rock_gate')} the time per update of a plain-torch "
+            "loop that does the same passes without RLlib (rock_gate); the target networks run "
+            f"x{v('target_dedup_factor_rock_gate')} less often than at every padded successor slot "
+            f"(x{v('target_dedup_factor_lanes')} on lanes); a replay transition costs "
+            f"{v('bytes_per_transition_rock_gate')} bytes on rock_gate and "
+            f"{v('bytes_per_transition_lanes')} on lanes, and the default 100,000-row replay memory "
+            f"takes at most {v('replay_default_capacity_max_mib')} MiB on any built-in world; "
+            f"`build_algo()` takes {v('build_s_lanes', ' s')} on lanes by name and "
+            f"{v('build_s_lanes_instance', ' s')} with a World instance; the demo beside a competing "
+            f"CPU-bound process takes x{v('threads_busy_over_idle')} its time without; the fidelity "
+            f"bars at s0 are reached after {per_seed} s of training (3 seeds)." + _soak_sentence())
 
 
 def _soak_sentence() -> str:
@@ -132,40 +151,59 @@ def _soak_sentence() -> str:
     rec = json.loads(path.read_text())
     r, s = rec["record"], rec["summary"]
     m, t, f = s["memory"], s["time_per_iteration"], s["fidelity"]
-    return (f" A {r['minutes']:g}-minute soak run ({s['final_num_updates']:,} updates) kept "
+    return (f" A {r['minutes']:g}-minute soak run ({s['final_num_updates']:,} updates"
+            f"{', ' + rec['record']['date'] if rec['record'].get('date') else ''}) kept "
             f"memory flat once the buffer was full ({m['growth_mb']:+.1f} MB), time per "
             f"iteration steady (x{t['ratio']:.2f} from the first to the last quarter), and after "
             f"first meeting the s0 fidelity bars at {f['reached_at_s']:.0f} s its s0 figures "
             f"stayed at most {max(f['worst_after_reaching'].values()):.3f} (final mean TV over "
-            f"states {f['final']['mean_tv_pi_r']:.4f}); section 6 of RESULTS.md.")
+            f"states {f['final']['mean_tv_pi_r']:.4f}); section 8 of RESULTS.md.")
+
+
+TABLE_COST_WORLDS = (("rock_gate", "rock_gate", "1,008 states, 1 human"),
+                     ("corridor", "corridor", "2 humans"),
+                     ("lanes", "lanes", "28,137 states, 2 humans, 64 joint actions"),
+                     ("vault", "vault", "208,995 states, 1 human"),
+                     ("crowd", "crowd", "> 10^6 states, 2 humans, sampled human actions"),
+                     ("crowd_h3", "crowd, 3 humans", "sampled human actions"))
 
 
 def _table_cost() -> str:
-    """Per-row cost of the successor tables, from benchmarks/results.json."""
+    """What the replay memory, the build and the learner cost per built-in world, from
+    benchmarks/results.json."""
     import json
+    _benchmarks()
+    from benchmarks.common import fmt_value
     r = json.loads(RESULTS.read_text())
-    lines = ["| world | bytes per row (= per env step shipped) | replay buffer at 100,000 rows | "
-             "bandwidth per EnvRunner (1 env) | build a table / cached | table work in a step |",
-             "|---|---|---|---|---|---|"]
-    for w in ("rock_gate", "crowd"):
-        b, rate = r[f"bytes_per_transition_{w}"], r[f"sampling_{w}_nr0_ne1_per_runner"]
+
+    def v(key: str, scale: float = 1.0, unit: str = "") -> str:
+        value = r.get(key)
+        return "n/a" if value is None else f"{fmt_value(value * scale)}{unit}"
+
+    lines = ["| world | bytes per transition | of which the stores, at 100,000 rows | replay "
+             "memory at 100,000 rows | `build_algo()` | env steps/s (1 EnvRunner, 1 env) | "
+             "learner updates/s (B=64, 5 networks) |", "|---|---|---|---|---|---|---|"]
+    for case, name, what in TABLE_COST_WORLDS:
+        extrapolated = " (extrapolated)" if r.get(f"replay_default_capacity_extrapolated_{case}") else ""
+        learner = "learner_updates_per_s_b64" + ("" if case == "rock_gate" else f"_{case}")
         lines.append(
-            f"| {w} | {b:,} B | {r[f'replay_buffer_default_capacity_mb_{w}']:,.0f} MiB | "
-            f"{b * rate / 1e6:.1f} MB/s at {rate:,.0f} steps/s | "
-            f"{r[f'table_row_miss_us_{w}']:.0f} us / {r[f'table_row_hit_us_{w}']:.1f} us | "
-            f"{r[f'sampling_table_share_steady_{w}']:.1%} once warm "
-            f"({r[f'sampling_table_share_first_call_{w}']:.0%} in the first call) |")
+            f"| {name} ({what}) | {v(f'bytes_per_transition_{case}', unit=' B')}{extrapolated} | "
+            f"{v(f'store_bytes_{case}', 2 ** -20, ' MiB')} | "
+            f"{v(f'replay_default_capacity_mib_{case}', unit=' MiB')} | "
+            f"{v(f'build_s_{case}', unit=' s')} | "
+            f"{v(f'sampling_env_steps_per_s_per_runner_{case}')} | {v(learner)} |")
     return ("\n".join(lines) + "\n\n"
-            "Measured by `python -m benchmarks.run_all` (sampling and memory; the details are in "
-            "`benchmarks/RESULTS.md`). rock_gate sums the human's actions out exactly "
-            "(`sum_human_actions=True`); the crowd benchmark (10^6+ states, 2 humans) uses the "
-            "step's sampled human actions instead (`sum_human_actions=False`), and its rows keep "
-            "many more successor slots. The replay buffer's memory is `replay_capacity` x bytes "
-            "per row once full: on crowd the default 100,000 rows would need "
-            f"{r['replay_buffer_default_capacity_mb_crowd'] / 1024:.0f} GiB, so lower "
-            "`replay_capacity` there "
-            "(a buffer that cannot fit in RAM is refused at the first add, one over half the RAM "
-            "logs a warning).")
+            "Measured by `python -m benchmarks.run_all` (memory, build, sampling, learner; the "
+            "details and the load average are in `benchmarks/RESULTS.md`). A replay row is 12 "
+            "bytes (table slot, weight); every distinct goal, state and successor table is stored "
+            "once and shared by the rows that reach it, so a transition costs the ring's 12 bytes "
+            "plus the stores' bytes shared out over the rows. The memory is filled with 100,000 "
+            "rows of uniform random robot actions (the warm-up's behaviour policy); "
+            "\"extrapolated\" marks a world filled to fewer rows, scaled linearly (an upper bound: "
+            "revisited states add nothing). crowd uses the heuristic prior and the step's sampled "
+            "human actions (`sum_human_actions=False`): a fresh successor table on nearly every "
+            "step. `build_algo()` includes solving the exact phase-1 human prior on the "
+            "enumerable worlds.")
 
 
 def _first_line(path: Path) -> str:
