@@ -178,6 +178,47 @@ def soak_lines(path: Path) -> list[str]:
     return out
 
 
+def bar_lines(results: dict) -> list[str]:
+    """Every figure that has a bar, with its status (wall time; CPU time where it differs)."""
+    lines = ["| figure | value | bar | status | measured |", "|---|---|---|---|---|"]
+    for name, sec in results["_meta"]["benchmarks"].items():
+        when = f"{sec['date']}{' (--quick)' if sec['quick'] else ''}, load {sec['load_before']:.1f}"
+        for r in sec["rows"]:
+            if r["target"]:
+                lines.append(f"| {r['label']} | {fmt_value(r['value'])} {r['unit']} | "
+                             f"{r['target']} | {status(r['met']) or 'not measured'} | {when} |")
+    return lines
+
+
+def profile_lines(results: dict) -> list[str]:
+    """The learner profile (benchmarks.profiling.learner_parts) as tables."""
+    sec = results["_meta"]["benchmarks"].get("learner")
+    prof = (sec or {}).get("details", {}).get("profile_rock_gate")
+    if not prof:
+        return []
+    out = ["", "### Where the learner's time goes (rock_gate, cProfile)", "",
+           f"{prof['updates']} updates, {prof['chunk']} per learner call, batch "
+           f"{prof['batch_size']}, the RLlib path and the plain-torch loop interleaved. Without "
+           f"the profiler: {prof['cpu_ms_rllib']:.2f} ms CPU per update (RLlib path), "
+           f"{prof['cpu_ms_plain']:.2f} ms (plain loop), x{prof['cpu_ms_rllib'] / prof['cpu_ms_plain']:.2f}. "
+           f"Under the profiler (which inflates Python-heavy code): {prof['rllib_ms']:.2f} ms and "
+           f"{prof['plain_ms']:.2f} ms, a difference of {prof['overhead_ms']:.2f} ms per update. "
+           "What only the RLlib path does, ranked (ms per update under the profiler):", "",
+           "| part | ms/update |", "|---|---|"]
+    out += [f"| {p['part']} | {p['ms']:.3f} |" for p in prof["overhead_parts"]]
+    out += ["", "The work both paths do, in the RLlib path (indented: inside the part above):", "",
+            "| part | ms/update |", "|---|---|"]
+    out += [f"| {'&nbsp;&nbsp;' if p['nested'] else ''}{p['part']} | {p['ms']:.3f} |"
+            for p in prof["work"]]
+    own = prof.get("own_time_ms")
+    if own:
+        out += ["", "Own time (cProfile tottime) by package, ms per update:", "",
+                "| package | RLlib path | plain loop |", "|---|---|---|"]
+        keys = sorted(set(own["rllib"]) | set(own["plain"]), key=lambda k: -own["rllib"].get(k, 0))
+        out += [f"| {k} | {own['rllib'].get(k, 0):.3f} | {own['plain'].get(k, 0):.3f} |" for k in keys]
+    return out
+
+
 def write_markdown(path: Path, results: dict) -> None:
     meta = results["_meta"]
     m = meta["machine"]
@@ -193,12 +234,15 @@ def write_markdown(path: Path, results: dict) -> None:
              "seconds only, the steadier figure when other work shares the cores; "
              "\"met (CPU time)\" = missed in wall time, met in CPU time", ""]
     lines += ["## Headline figures", ""] + headline_lines(results)
+    lines += ["", "## Every figure with a bar", ""] + bar_lines(results)
     for name, sec in meta["benchmarks"].items():
         lines += ["", f"## {TITLES.get(name, name)}", "",
                   f"Measured {sec['date']}, {'--quick' if sec['quick'] else 'full'} run, "
                   f"{sec['wall_s']:.0f} s; load average {sec['load_before']:.1f} before, "
                   f"{sec['load_after']:.1f} after (on {m['nproc']} CPUs).", ""]
         lines += table_lines(sec["rows"], markdown=True)
+        if name == "learner":
+            lines += profile_lines(results)
     lines += soak_lines(path.parent / "soak.json")
     for name, err in meta.get("errors", {}).items():
         lines += ["", f"## {TITLES.get(name, name)}: the last run FAILED ({err['date']})", "",

@@ -185,7 +185,7 @@ def run(quick: bool = False, exact_limit_s: float | None = None) -> dict:
     limit = exact_limit_s or (30.0 if quick else EXACT_LIMIT_S)
     details = {"worlds": [], "exact": [], "exact_limit_s": limit, "quick": quick,
                "mem_total_mb": mem_total_mb()}
-    calls, blocks, per_block, fill = (1, 1, 3, 64) if quick else (5, 3, 20, 600)
+    calls, blocks, per_block, fill = (1, 1, 8, 256) if quick else (5, 3, 40, 2000)
     for name, world, env_config, _ in WORLD_CASES:
         c = world_costs(world, env_config, calls, blocks, per_block, fill)
         details["worlds"].append({"name": name, **c})

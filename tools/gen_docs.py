@@ -111,12 +111,15 @@ def _performance() -> str:
     r = json.loads(RESULTS.read_text())
     m = r["_meta"]["machine"]
 
-    def v(key: str, unit: str = "") -> str:
+    def v(key: str, unit: str = "", prefix: str = "") -> str:
         value = r.get(key)
-        return "n/a" if value is None else f"{fmt_value(value)}{unit}"
+        return "n/a" if value is None else f"{prefix}{fmt_value(value)}{unit}"
 
     seeds = r.get("time_to_fidelity_s_per_seed") or []
-    per_seed = ", ".join("not reached" if t is None else f"{t:.0f}" for t in seeds) or "n/a"
+    cap = r.get("time_to_fidelity_cap_s")
+    per_seed = (", ".join(f">{cap:.0f}" if t is None else f"{t:.0f}" for t in seeds)
+                + f" s of training ({len(seeds)} seed{'s' if len(seeds) != 1 else ''})"
+                if seeds else "n/a")
     return ("\n".join(headline_lines(r)) + "\n\n"
             f"Measured with `python -m benchmarks.run_all` on {m['nproc']} CPUs ({m['cpu_model']}), "
             "a machine shared with other work: RESULTS.md gives the load average beside every "
@@ -127,20 +130,20 @@ def _performance() -> str:
             f"including the successor tables (lanes {v('sampling_env_steps_per_s_per_runner_lanes')}); "
             "with all five networks at batch 64 the learner runs "
             f"{v('learner_updates_per_s_b64')} updates/s on rock_gate, "
-            f"{v('learner_updates_per_s_b64_lanes')} on lanes (x{v('learner_lanes_over_rock_gate')} "
-            f"of rock_gate's rate in the same run) and {v('learner_updates_per_s_b64_crowd_h3')} on "
-            "crowd with 3 humans, taking x"
-            f"{v('learner_rllib_time_over_plain_b64_rock_gate')} the time per update of a plain-torch "
+            f"{v('learner_updates_per_s_b64_lanes')} on lanes ({v('learner_lanes_over_rock_gate', prefix='x')} "
+            f"rock_gate's rate in the same run) and {v('learner_updates_per_s_b64_crowd_h3')} on "
+            "crowd with 3 humans, taking "
+            f"{v('learner_rllib_time_over_plain_b64_rock_gate', prefix='x')} the time per update of a plain-torch "
             "loop that does the same passes without RLlib (rock_gate); the target networks run "
-            f"x{v('target_dedup_factor_rock_gate')} less often than at every padded successor slot "
-            f"(x{v('target_dedup_factor_lanes')} on lanes); a replay transition costs "
+            f"{v('target_dedup_factor_rock_gate', prefix='x')} less often than at every padded successor slot "
+            f"({v('target_dedup_factor_lanes', prefix='x')} on lanes); a replay transition costs "
             f"{v('bytes_per_transition_rock_gate')} bytes on rock_gate and "
             f"{v('bytes_per_transition_lanes')} on lanes, and the default 100,000-row replay memory "
             f"takes at most {v('replay_default_capacity_max_mib')} MiB on any built-in world; "
             f"`build_algo()` takes {v('build_s_lanes', ' s')} on lanes by name and "
             f"{v('build_s_lanes_instance', ' s')} with a World instance; the demo beside a competing "
-            f"CPU-bound process takes x{v('threads_busy_over_idle')} its time without; the fidelity "
-            f"bars at s0 are reached after {per_seed} s of training (3 seeds)." + _soak_sentence())
+            f"CPU-bound process takes {v('threads_busy_over_idle', prefix='x')} its time without; the "
+            f"fidelity bars at s0 are reached after {per_seed}." + _soak_sentence())
 
 
 def _soak_sentence() -> str:
