@@ -31,7 +31,7 @@ from benchmarks.common import load_average, median, row
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RATIO = 1.5
 ITERATIONS = 80
-REPEATS = 2
+REPEATS = 3
 DEFAULT_THREADS_ITERATIONS = 20      # the comparison run is slow on a busy machine
 TIMEOUT_S = 600
 # CPU-bound until its parent (this process) is gone, so it cannot outlive a killed benchmark
@@ -110,8 +110,12 @@ def pair(iterations: int, repeats: int, torch_threads=None) -> dict:
     idle = median(r["train_s"] for r in runs if not r["busy"])
     busy = median(r["train_s"] for r in runs if r["busy"])
     timed_out = any(r.get("timed_out") for r in runs)
+    cpu = {b: median(r.get("train_cpu_s") for r in runs if r["busy"] == b) for b in (False, True)}
     return {"runs": runs, "idle_s": idle, "busy_s": busy, "iterations": iterations,
             "ratio": None if timed_out or not idle or not busy else busy / idle,
+            "idle_cpu_s": cpu[False], "busy_cpu_s": cpu[True],
+            "cpu_ratio": None if timed_out or not cpu[False] or not cpu[True]
+            else cpu[True] / cpu[False],
             "timed_out": timed_out, "torch_threads": runs[0]["torch_threads"]}
 
 
@@ -124,15 +128,20 @@ def run(quick: bool = False) -> dict:
     s = details["sized"]
     loads = ", ".join(f"{r['load_before']:.1f}" for r in s["runs"])
     figures = {"threads_busy_over_idle": s["ratio"], "threads_idle_train_s": s["idle_s"],
-               "threads_busy_train_s": s["busy_s"], "threads_torch_threads": s["torch_threads"]}
+               "threads_busy_train_s": s["busy_s"], "threads_torch_threads": s["torch_threads"],
+               "threads_busy_over_idle_cpu": s["cpu_ratio"]}
+    share = {b: median(r["train_cpu_s"] / r["train_s"] for r in s["runs"] if r["busy"] == b)
+             for b in (False, True)}
     rows = [row("threads_busy_over_idle",
                 "demo beside a competing CPU-bound process / idle (training loop time)",
                 s["ratio"], "x", f"<= {TARGET_RATIO}",
                 None if s["ratio"] is None else s["ratio"] <= TARGET_RATIO, note=(
                     f"{iterations} iterations of the quick start's config, {s['torch_threads']} "
                     f"torch thread(s) (sized by the algorithm); idle {s['idle_s']:.1f} s, busy "
-                    f"{s['busy_s']:.1f} s (medians of {repeats}); load average at the starts "
-                    f"{loads}"), quick=quick)]
+                    f"{s['busy_s']:.1f} s (medians of {repeats}); CPU time x{s['cpu_ratio']:.2f} "
+                    f"({s['idle_cpu_s']:.1f} -> {s['busy_cpu_s']:.1f} s); the workload got "
+                    f"{100 * share[False]:.0f}% of a core idle, {100 * share[True]:.0f}% busy; "
+                    f"load average at the starts {loads}"), quick=quick)]
     d = details.get("torch_default")
     if d is not None:
         figures["threads_busy_over_idle_torch_default"] = d["ratio"]
@@ -142,5 +151,8 @@ def run(quick: bool = False) -> dict:
                         d["ratio"], "x", note=(
                             f"{d['iterations']} iterations; idle {fmt(d['idle_s'])}, busy "
                             f"{fmt(d['busy_s'])}" + (f" (limit {TIMEOUT_S} s)" if d["timed_out"]
-                                                     else "")), quick=quick))
+                                                     else "")
+                            + (f"; CPU time per iteration x{d['idle_cpu_s'] / d['iterations'] / (s['idle_cpu_s'] / s['iterations']):.1f} "
+                               "the sized run's, idle" if d["idle_cpu_s"] and s["idle_cpu_s"] else "")),
+                        quick=quick))
     return {"figures": figures, "rows": rows, "details": details}
