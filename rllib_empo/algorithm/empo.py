@@ -75,7 +75,7 @@ class EmpoConfig(AlgorithmConfig):
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or Empo)
         # Overrides of AlgorithmConfig defaults.
-        self.train_batch_size_per_learner = 64
+        self.train_batch_size_per_learner = 256
         self.grad_clip = 10.0
         self.grad_clip_by = "global_norm"
         self.rollout_fragment_length = 50

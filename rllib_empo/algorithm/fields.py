@@ -19,7 +19,7 @@ import numpy as np
 from rllib_empo.theory.params import PARAMS, Range
 from rllib_empo.theory.schedule import NETWORKS
 
-DEFAULT_HIDDEN = (64, 64)
+DEFAULT_HIDDEN = (256, 256)
 
 
 # ----------------------------------------------------------------------- range checks
@@ -149,8 +149,12 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "'log': MSE of log|value| for q_r, u_r, v_r, x_h (relative errors) and cross-entropy for v_h_e; 'mse': plain MSE everywhere."),
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
-    _F("updates_per_iteration", 8, _POS, "Learner updates per training_step()."),
-    _F("replay_sampling", "transitions", _choice("transitions", "states"),
+    _F("updates_per_iteration", 32, _POS, "Learner updates per training_step()."),
+    _F("ema_decay", 0.997, _float(0.0, 1.0, hi_open=True),
+       "Per-update decay of a running average of every network's weights; evaluation, the "
+       "learned values and the EnvRunners' q_r use the averages (0 = the latest weights). "
+       "Averaging removes the optimizer's jitter, which beta_r = 10 amplifies in pi_r."),
+    _F("replay_sampling", "states", _choice("transitions", "states"),
        "How minibatches draw replay rows: 'transitions' uniformly (states as often as visited); "
        "'states' every stored state equally often (the targets are exact expectations, so "
        "visitation need not weight the fit)."),
@@ -159,7 +163,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("max_goals_per_human", 16, _POS, "Goals per human stored per transition for X_h targets (more are sampled)."),
     _F("sum_human_actions", True, BOOL,
        "Sum human actions out under the prior (False: use the sampled human action)."),
-    _F("exploring_starts", 0.0, _float(0.0, 1.0),
+    _F("exploring_starts", 0.9, _float(0.0, 1.0),
        "Share of episodes that start from a random state seen earlier as a successor (coverage of rarely reached states)."),
     _F("epsilon", 0.05, EPSILON,
        "Robot epsilon-exploration; a schedule is piecewise-linear in learner updates."),

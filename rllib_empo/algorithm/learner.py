@@ -39,6 +39,7 @@ from rllib_empo.theory.schedule import StepPlan
 EMPO_KEY = "empo"
 OPTIMIZER = "adam"
 CACHE_COMPONENT = "empo_target_cache"
+AVERAGE_COMPONENT = "empo_average_steps"
 
 
 @dataclass(frozen=True)
@@ -58,6 +59,9 @@ class EmpoTorchLearner(TorchLearner):
         super().build()     # builds the module and calls configure_optimizers_for_module
         self.module.foreach_module(
             lambda mid, m: m.make_target_networks() if isinstance(m, TargetNetworkAPI) else None)
+        if self.config.ema_decay > 0:
+            self.module.foreach_module(lambda mid, m: m.unwrapped().make_average_networks())
+        self._average_steps: dict = {}        # network -> updates folded into its average
         self._theory = EmpoParams.from_config(self.config)
         self._plans: tuple[StepPlan, ...] = ()
         self._step_i = 0
@@ -275,9 +279,26 @@ class EmpoTorchLearner(TorchLearner):
             grads = {pid: g for pid, g in gradients_dict.items() if g is not None}
             if not self._skip and grads and self._gradients_finite(grads):
                 super().apply_gradients(grads)
+                self._update_averages()
             self._sync_targets(self._plans[self._step_i].sync)
         finally:
             self._begin_step(self._step_i + 1)
+
+    def _update_averages(self) -> None:
+        """avg <- d avg + (1 - d) weights for the networks just trained, with d = ema_decay
+        after a start-up (d_k = min(ema_decay, (1 + k) / (10 + k)) at the network's k-th
+        update, so that an average is not stuck at the initial weights)."""
+        decay = self.config.ema_decay
+        if decay <= 0:
+            return
+        for module_id in self.module.keys():
+            module = self.module[module_id].unwrapped()
+            for name in self._active:
+                k = self._average_steps.get(name, 0)
+                d = min(decay, (1.0 + k) / (10.0 + k))
+                avg = list(module.net(name, average=True).parameters())
+                torch._foreach_lerp_(avg, list(module.net(name).parameters()), 1.0 - d)
+                self._average_steps[name] = k + 1
 
     def _gradients_finite(self, grads: dict) -> bool:
         finite = self._grads_finite
@@ -294,11 +315,15 @@ class EmpoTorchLearner(TorchLearner):
         if self._cache is not None and self._check_component(CACHE_COMPONENT, components,
                                                              not_components):
             state[CACHE_COMPONENT] = self._cache.get_state()
+        if self._check_component(AVERAGE_COMPONENT, components, not_components):
+            state[AVERAGE_COMPONENT] = dict(self._average_steps)
         return state
 
     @override(TorchLearner)
     def set_state(self, state) -> None:
         super().set_state(state)
+        if AVERAGE_COMPONENT in state:
+            self._average_steps = dict(state[AVERAGE_COMPONENT])
         if self._cache is not None:
             if CACHE_COMPONENT in state:
                 self._pending_cache_state = None

@@ -21,10 +21,11 @@ SPEC_DEFAULTS = dict(
     x_h_target_update_interval=100, u_r_target_update_interval=100,
     use_model_based_targets=True, num_training_steps=100_000,
     gamma_h=0.99, gamma_r=0.99, zeta=2.0, xi=1.0, eta=1.1, x_h_floor=1e-3, neg_q_r_floor=1e-3,
-    value_loss="log", exploring_starts=0.0, replay_capacity=100_000, updates_per_iteration=8, learning_starts=None,
+    value_loss="log", exploring_starts=0.9, replay_capacity=100_000, updates_per_iteration=32, learning_starts=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
     checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise", torch_num_threads=None,
-    hidden_sizes=(64, 64),
+    ema_decay=0.997, residual_rows=256, replay_sampling="states",
+    hidden_sizes=(256, 256),
 )
 
 # A valid non-default value for every field.
@@ -40,6 +41,7 @@ OTHER_VALUES = dict(
     replay_capacity=64, updates_per_iteration=1, learning_starts=64, max_goals_per_human=1,
     sum_human_actions=False, epsilon=[(0, 1.0), (100, 0.0)], verbose=True, tensorboard_dir="/tmp/tb",
     checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip", torch_num_threads=2,
+    ema_decay=0.5, residual_rows=8, replay_sampling="transitions",
     hidden_sizes=[8],
 )
 
@@ -61,7 +63,8 @@ BAD_VALUES = [
     ("epsilon", -0.1), ("epsilon", 1.1), ("epsilon", []), ("epsilon", [(0, 1.0), (-1, 0.5)]),
     ("epsilon", [(10, 1.0), (5, 0.5)]), ("epsilon", [(0, 2.0)]), ("epsilon", [(0.5, 0.1)]),
     ("epsilon", [(0, 0.1, 3)]), ("epsilon", "0.1"), ("verbose", "yes"), ("tensorboard_dir", 3),
-    ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("torch_num_threads", 0), ("torch_num_threads", 1.5), ("on_nonfinite", "ignore"),
+    ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("torch_num_threads", 0), ("torch_num_threads", 1.5),
+    ("ema_decay", 1.0), ("ema_decay", -0.1), ("residual_rows", -1), ("replay_sampling", "rows"), ("on_nonfinite", "ignore"),
     ("hidden_sizes", ()), ("hidden_sizes", [64, 0]), ("hidden_sizes", 64), ("hidden_sizes", [64.0]),
 ]
 
@@ -72,7 +75,7 @@ def test_defaults_equal_the_spec():
         assert getattr(cfg, name) == value, name
     assert set(SPEC_DEFAULTS) == set(FIELD_NAMES)
     assert (cfg.train_batch_size_per_learner, cfg.grad_clip, cfg.grad_clip_by, cfg.rollout_fragment_length) == \
-        (64, 10.0, "global_norm", 50)
+        (256, 10.0, "global_norm", 50)
     cfg.validate()
 
 
@@ -114,13 +117,13 @@ def test_validate_message_format():
 
 
 def test_cross_field_checks():
-    cfg = EmpoConfig().training(replay_capacity=63)  # batch is 64
+    cfg = EmpoConfig().training(replay_capacity=255)  # batch is 256
     with pytest.raises(ValueError, match="replay_capacity.*train_batch_size_per_learner"):
         cfg.validate()
-    cfg = EmpoConfig().training(replay_capacity=100, learning_starts=101)
+    cfg = EmpoConfig().training(replay_capacity=300, learning_starts=301)
     with pytest.raises(ValueError, match="learning_starts.*replay_capacity"):
         cfg.validate()
-    EmpoConfig().training(replay_capacity=64, learning_starts=64).validate()
+    EmpoConfig().training(replay_capacity=256, learning_starts=256).validate()
 
 
 def test_accepts_edge_and_numpy_values():

@@ -28,9 +28,11 @@ def snapshot(algo) -> dict:
 
 
 def changed_networks(before: dict, after: dict) -> set:
-    """Names of the (main or target_) networks with any parameter not bit-identical."""
+    """Names of the (main or target_) networks with any parameter not bit-identical (a
+    network's running average, average_<net>, moves with it and is not listed)."""
     assert before.keys() == after.keys()
-    return {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    return {k.split(".")[0] for k in before
+            if not torch.equal(before[k], after[k]) and not k.startswith("average_")}
 
 
 def build(ray_session, **training):
@@ -281,5 +283,42 @@ def test_a_gpu_learner_trains(ray_session):
         assert next(learner_module(algo).parameters()).is_cuda
         assert lrn.target_cache.q.is_cuda
         assert result["Loss"] and all(np.isfinite(v) for v in result["Loss"].values())
+    finally:
+        algo.stop()
+
+
+def test_averaged_networks_are_what_evaluation_and_the_env_runners_use(ray_session):
+    """ema_decay > 0: every network has a running average of its weights (after the
+    start-up, avg <- d avg + (1 - d) w per update of that network); the learned values and
+    the EnvRunners' q_r come from the averages; ema_decay = 0: no averages, the latest
+    weights everywhere."""
+    import numpy as np
+    from rllib_empo.algorithm.module import AVERAGE_PREFIX
+    algo = small_config(ema_decay=0.9).build_algo()
+    try:
+        for _ in range(6):
+            algo.train()
+        m = learner_module(algo)
+        assert m.has_averages()
+        avg, now = m.net("q_r", average=True), m.net("q_r")
+        assert not all(torch.equal(a, b) for a, b in zip(avg.parameters(), now.parameters()))
+        steps = learner(algo)._average_steps
+        # q_r joined at the start of stage 3 (E2 updates after v_h_e)
+        assert steps["q_r"] > 10 and steps["q_r"] == steps["v_h_e"] - algo.schedule.ends[2]
+        runner = algo.env_runner_group.local_env_runner.module
+        for (name, p), q in zip(runner.q_r.named_parameters(), avg.parameters()):
+            assert torch.equal(p, q), name                    # the runners act with the average
+        s0 = algo.world.initial_state()
+        obs = torch.from_numpy(np.asarray(algo.world.encode_state(s0), np.float32))[None]
+        with torch.no_grad():
+            expected = -torch.exp(avg(obs).clamp(-30, 30))    # the q_r head on the average
+        np.testing.assert_allclose(algo.values([s0])["q_r"], expected.numpy(), rtol=1e-6)
+        assert any(k.startswith(AVERAGE_PREFIX) for k in m.state_dict())
+    finally:
+        algo.stop()
+    algo = small_config(ema_decay=0.0).build_algo()
+    try:
+        algo.train()
+        assert not learner_module(algo).has_averages()
     finally:
         algo.stop()
