@@ -61,8 +61,9 @@ def test_quickstart(examples):
     out = finish(examples, "quickstart.py")
     stages = [int(m) for m in re.findall(r"stage (\d)", out)]
     assert stages[0] == 0 and stages[-1] == 6 and stages == sorted(stages)
-    assert re.search(r"tv_pi_r_s0\s+\d\.\d+", out)
-    assert "argmax_agreement" in out
+    for name in ("tv_pi_r_s0", "v_r_s0_rel_error", "mean_tv_pi_r"):
+        assert re.search(rf"{name}\s+\d\.\d+\s+bar <= 0\.05\s+(met|MISSED)", out), name
+    assert re.search(r"residual\(q_r\) (\d|nan)", out)
 
 
 def test_quickstart_snippet_is_self_contained():
