@@ -36,7 +36,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, checked_encoding,
+from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, check_state_equality,
+                                        checked_achieved, checked_encoding,
                                         checked_goal_encoding, checked_prior, checked_successors,
                                         joint_action, num_robot_actions, world_name)
 
@@ -161,6 +162,8 @@ class TableBuilder:
                         succ.append(s2)
                     entries.append((a_r, j, k, p))
         if len(succ) > K:
+            for s2 in succ:       # states that never compare equal look like many successors
+                check_state_equality(self.world, s2)
             raise WorldProtocolError(
                 f"world {world_name(self.world)!r}: state {state!r} has {len(succ)} distinct "
                 f"successors, more than max_successors={K}; raise max_successors in the config")
@@ -213,7 +216,7 @@ class TableBuilder:
             for j, g in enumerate(goals[:M]):
                 mask[i, j] = 1.0
                 for k, s2 in enumerate(succ):
-                    ach[i, j, k] = float(g.is_achieved(s2))
+                    ach[i, j, k] = float(checked_achieved(self.world, g, s2))
         return ach, mask
 
     def _succ_goal_tables(self, row, succ):

@@ -24,7 +24,7 @@ SPEC_DEFAULTS = dict(
     value_loss="log", exploring_starts=0.0, replay_capacity=100_000, updates_per_iteration=8, learning_starts=None, max_successors=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
     checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise",
-    hidden_sizes=(64, 64),
+    max_nonfinite_skips=100, max_env_runner_failures=3, hidden_sizes=(64, 64),
 )
 
 # A valid non-default value for every field.
@@ -40,7 +40,7 @@ OTHER_VALUES = dict(
     replay_capacity=64, updates_per_iteration=1, learning_starts=64, max_successors=9, max_goals_per_human=1,
     sum_human_actions=False, epsilon=[(0, 1.0), (100, 0.0)], verbose=True, tensorboard_dir="/tmp/tb",
     checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip",
-    hidden_sizes=[8],
+    max_nonfinite_skips=1, max_env_runner_failures=7, hidden_sizes=[8],
 )
 
 BAD_VALUES = [
@@ -62,6 +62,8 @@ BAD_VALUES = [
     ("epsilon", [(10, 1.0), (5, 0.5)]), ("epsilon", [(0, 2.0)]), ("epsilon", [(0.5, 0.1)]),
     ("epsilon", [(0, 0.1, 3)]), ("epsilon", "0.1"), ("verbose", "yes"), ("tensorboard_dir", 3),
     ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("on_nonfinite", "ignore"),
+    ("max_nonfinite_skips", 0), ("max_nonfinite_skips", 2.0), ("max_env_runner_failures", 0),
+    ("max_env_runner_failures", None),
     ("hidden_sizes", ()), ("hidden_sizes", [64, 0]), ("hidden_sizes", 64), ("hidden_sizes", [64.0]),
 ]
 
@@ -79,10 +81,10 @@ def test_defaults_equal_the_spec():
 def test_training_sets_every_field_and_keeps_rllib_args():
     assert set(OTHER_VALUES) == set(FIELD_NAMES)
     cfg = EmpoConfig()
-    assert cfg.training(**OTHER_VALUES, gamma=0.9, lr=1e-4, grad_clip=5.0, train_batch_size_per_learner=32) is cfg
+    assert cfg.training(**OTHER_VALUES, grad_clip=5.0, train_batch_size_per_learner=32) is cfg
     for name, value in OTHER_VALUES.items():
         assert getattr(cfg, name) == value, name
-    assert (cfg.gamma, cfg.lr, cfg.grad_clip, cfg.train_batch_size_per_learner) == (0.9, 1e-4, 5.0, 32)
+    assert (cfg.grad_clip, cfg.train_batch_size_per_learner) == (5.0, 32)
     cfg.validate()
     cfg.training()  # nothing provided: nothing changes
     assert cfg.beta_r == 0.0

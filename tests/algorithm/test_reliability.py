@@ -435,25 +435,34 @@ def test_u_r_stays_finite_at_the_largest_accepted_exponents(space):
         EmpoConfig().training(xi=xi * 1.01, eta=1.0, x_h_floor=floor, value_loss=space).validate()
 
 
-def _learner_state(algo):
+def _learner_state(algo, nets=None):
+    """Weights and Adam moments of the local Learner (of the networks ``nets`` only)."""
     learner = algo.learner_group._learner
-    weights = {k: v.detach().clone() for k, v in learner.module[DEFAULT_MODULE_ID].state_dict().items()}
-    adam = [t.clone() for opt in learner._named_optimizers.values()
+    mine = (lambda k: nets is None or k.split(".")[0].removeprefix("target_") in nets)
+    weights = {k: v.detach().clone() for k, v in learner.module[DEFAULT_MODULE_ID].state_dict().items()
+               if mine(k)}
+    adam = [t.clone() for name, opt in learner._named_optimizers.items()
+            if nets is None or name.removeprefix(f"{DEFAULT_MODULE_ID}_") in nets
             for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
     return weights, adam
 
 
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
 def test_corrupt_replay_data_never_reaches_the_weights(ray_session, on_nonfinite):
-    """End to end: NaN rows in the replay buffer (a corrupt world encoding, bit rot ...) make
-    every loss non-finite; 'raise' stops with FloatingPointError, 'skip' skips and counts,
-    and in both cases weights, targets and Adam moments stay bit-identical and finite."""
+    """End to end: NaN successor encodings in the replay buffer (a corrupt world encoding,
+    bit rot ...) make the losses of q_r and v_h_e non-finite (their targets read the
+    successors); 'raise' stops with FloatingPointError, 'skip' skips those networks' updates
+    and counts them, and in both cases their weights, targets and Adam moments stay
+    bit-identical and every weight stays finite. With 'skip', x_h (whose target reads only
+    the state itself) goes on learning."""
     algo = small_config(on_nonfinite=on_nonfinite, warmup_v_h_e_steps=0, warmup_x_h_steps=0,
                         warmup_q_r_steps=0, beta_r_rampup_steps=0).build_algo()
+    frozen = ("q_r", "v_h_e")
     try:
         algo.train()
         algo.buffer._cols["succ_obs"][: len(algo.buffer)] = np.nan
-        before, adam_before = _learner_state(algo)
+        before, adam_before = _learner_state(algo, frozen)
+        x_h_before, _ = _learner_state(algo, ("x_h",))
         if on_nonfinite == "raise":
             with pytest.raises(FloatingPointError, match="non-finite loss"):
                 algo.train()
@@ -463,14 +472,18 @@ def test_corrupt_replay_data_never_reaches_the_weights(ray_session, on_nonfinite
             assert result["Warmup"]["num_updates"] == t0 + algo.config.updates_per_iteration
             assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == \
                 algo.config.updates_per_iteration
-        after, adam_after = _learner_state(algo)
+            loss = result["Loss"]                  # the skipped networks report their NaN
+            assert np.isnan(loss["q_r"]) and np.isnan(loss["v_h_e"]) and np.isfinite(loss["x_h"])
+            x_h_after, _ = _learner_state(algo, ("x_h",))
+            assert not torch.equal(x_h_before["x_h.0.weight"], x_h_after["x_h.0.weight"])
+        after, adam_after = _learner_state(algo, frozen)
         for k in before:
             assert torch.equal(before[k], after[k]), k
-            assert torch.isfinite(after[k]).all(), k
         assert all(torch.equal(a, b) for a, b in zip(adam_before, adam_after))
+        everything, _ = _learner_state(algo)
+        assert all(torch.isfinite(v).all() for v in everything.values())
     finally:
         algo.stop()
-
 
 
 # ============================================================ README: Troubleshooting
