@@ -54,6 +54,7 @@ CHECKPOINT_ENTRIES = frozenset({
     "env_to_module_connector", "module_to_env_connector", "eval_env_runner"})
 STATE_FILES = ("algorithm_state", "module_state", "state")
 SIGNATURE_KEY = "empo_signature"
+MAX_LISTED = 6            # shape mismatches listed in an error (then "... and N more")
 
 
 class CheckpointError(ValueError):
@@ -341,10 +342,12 @@ def validate_state(algo, state: dict, live: dict) -> None:
             problems.append(f"networks differ: the checkpoint has "
                             f"{sorted(set(weights) - set(mine))[:6]} that this algorithm lacks "
                             f"and lacks {sorted(set(mine) - set(weights))[:6]}")
-        for key in sorted(set(weights) & set(mine)):
-            a, b = np.shape(weights[key]), np.shape(mine[key])
-            if a != b:
-                problems.append(f"{key} has shape {a} in the checkpoint, {b} here")
+        shapes = [f"{key} has shape {np.shape(weights[key])} in the checkpoint, "
+                  f"{np.shape(mine[key])} here" for key in sorted(set(weights) & set(mine))
+                  if np.shape(weights[key]) != np.shape(mine[key])]
+        problems += shapes[:MAX_LISTED]
+        if len(shapes) > MAX_LISTED:
+            problems.append(f"... and {len(shapes) - MAX_LISTED} more tensors of other shapes")
         bad = nonfinite_arrays(weights)
         if bad:
             problems.append(f"non-finite weights in {', '.join(bad[:5])}")

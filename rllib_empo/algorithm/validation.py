@@ -305,18 +305,19 @@ class UndiscountedCycleWarning(UserWarning):
     """gamma_r = 1 on a world whose state graph has a cycle."""
 
 
-# States the gamma_r = 1 cycle search expands at most (validate() must stay fast); worlds
-# larger than this are searched only near their initial state.
-CYCLE_SEARCH_STATES = 2_000
+# transition_probabilities calls the gamma_r = 1 cycle search makes at most (validate() must
+# stay fast); larger worlds are searched only near their initial state.
+CYCLE_SEARCH_CALLS = 20_000
 
 
-def find_cycle(world, max_states: int = CYCLE_SEARCH_STATES):
+def find_cycle(world, max_calls: int = CYCLE_SEARCH_CALLS):
     """A state that the world can return to (a cycle reachable from the initial state), found
-    by depth-first search over every joint action within ``max_states`` expanded states; None
-    if there is none within the budget."""
+    by depth-first search over every joint action within ``max_calls`` calls of
+    ``transition_probabilities``; None if there is none within the budget."""
     import itertools
     n = num_agents(world)
     joint = list(itertools.product(range(int(world.num_actions)), repeat=n))
+    max_states = max(1, max_calls // len(joint))
     s0 = world.initial_state()
     on_path, done, expanded = {s0}, set(), 0
     stack = [(s0, iter(()) if world.is_terminal(s0) else _successors(world, s0, joint))]

@@ -2,6 +2,7 @@
 
 import inspect
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -212,3 +213,48 @@ def test_pickles_and_restores_from_state():
     assert type(restored) is EmpoConfig and restored.beta_r == 2.0
 
 
+
+
+# ------------------------------------------------ RLlib's own fields (issue 13)
+# (field, bad value): each used to crash deep inside RLlib or the learner, or pass silently.
+BAD_RLLIB_VALUES = [
+    ("train_batch_size_per_learner", 0), ("train_batch_size_per_learner", -5),
+    ("train_batch_size_per_learner", "16"), ("train_batch_size_per_learner", 16.0),
+    ("grad_clip", "1.0"), ("grad_clip", 0.0), ("grad_clip", float("nan")),
+    ("grad_clip_by", "l2"), ("seed", "0"), ("seed", -1), ("seed", 2**40), ("seed", 1.5),
+    ("num_env_runners", -1), ("num_env_runners", "2"), ("num_envs_per_env_runner", 0),
+    ("rollout_fragment_length", 0), ("rollout_fragment_length", "10"),
+    ("num_cpus_per_env_runner", -1), ("num_learners", -1), ("sample_timeout_s", 0),
+    ("restart_failed_env_runners", "yes"), ("max_num_env_runner_restarts", -1),
+    ("delay_between_env_runner_restarts_s", -1.0),
+]
+
+
+@pytest.mark.parametrize("field, value", BAD_RLLIB_VALUES, ids=lambda x: repr(x)[:24])
+def test_validate_rejects_bad_rllib_values_naming_the_field_and_the_range(field, value):
+    cfg = EmpoConfig()
+    setattr(cfg, field, value)
+    with pytest.raises(ValueError, match=rf"^{field} must be .+, got {re.escape(repr(value))}$"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("kwargs, instead", [
+    (dict(lr=1e-4), r"lr is not used by EMPO .* set lr_q_r, lr_v_h_e, lr_x_h"),
+    (dict(lr=[[0, 1e-3], [100, 1e-4]]), r"lr is not used by EMPO"),
+    (dict(gamma=0.9), r"gamma is not used by EMPO .* set gamma_r .* and gamma_h"),
+    (dict(num_epochs=3), r"num_epochs is not used by EMPO .* updates_per_iteration"),
+    (dict(minibatch_size=32), r"minibatch_size is not used by EMPO .* train_batch_size_per_learner"),
+])
+def test_rllib_fields_that_empo_ignores_are_an_error_naming_the_fields_to_use(kwargs, instead):
+    cfg = EmpoConfig().training(**kwargs)
+    with pytest.raises(ValueError, match=instead):
+        cfg.validate()
+
+
+def test_rllib_defaults_and_good_values_of_its_fields_validate():
+    EmpoConfig().training(lr=0.001, gamma=0.99, num_epochs=1, minibatch_size=64,
+                          grad_clip=None, grad_clip_by="value").validate()
+    (EmpoConfig().debugging(seed=0)
+     .env_runners(rollout_fragment_length="auto", num_cpus_per_env_runner=0.5,
+                  sample_timeout_s=None)).validate()
+    EmpoConfig().debugging(seed=np.int64(2**31 - 1)).validate()
