@@ -24,6 +24,10 @@ METRICS = (
     ("Buffer/size", "rows in the replay buffer"),
     ("Buffer/num_added", "rows ever added"),
     ("Buffer/bytes_per_row", "bytes one row (one env step's successor table) occupies"),
+    ("Runners/num_healthy", "remote EnvRunners in service (0 when the driver samples itself)"),
+    ("Runners/num_lost", "remote EnvRunners lost for good (restart_failed_env_runners=False)"),
+    ("Runners/num_restarts", "EnvRunner restarts so far (each restarted runner is reseeded)"),
+    ("Runners/num_failures", "EnvRunner failures (a process that died while sampling) so far"),
     ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
                        "of the latest evaluation, made every exact_eval_interval iterations; "
                        "Exact/training_iteration says which"),
