@@ -155,10 +155,10 @@ class RunnerHealth:
         self.last_error[index] = f"{type(err).__name__}: {text}"
         if not self.ignore:
             raise EnvRunnerError(
-                f"EnvRunner {index} failed while sampling ({type(err).__name__}: {text}). "
-                "Fault tolerance is off, so training stops: .fault_tolerance("
-                "restart_failed_env_runners=True) restarts a lost EnvRunner, "
-                "ignore_env_runner_failures=True goes on without it") from err
+                f"EnvRunner {index} failed while sampling, and fault tolerance is off, so "
+                "training stops (.fault_tolerance(restart_failed_env_runners=True) restarts a "
+                "lost EnvRunner, ignore_env_runner_failures=True goes on without it); the "
+                f"error: {type(err).__name__}: {text}") from err
         n = self.failures_in_a_row[index]
         if self.restart and n >= self.max_failures:
             raise EnvRunnerError(

@@ -22,15 +22,18 @@ def updates_per_call(batch_rows: int, bytes_per_row: int, limit: int | None = No
     return max(1, int(limit // max(1, batch_rows * max(1, bytes_per_row))))
 
 
-def cluster_cpus() -> tuple[float, str]:
+def cluster_cpus() -> tuple[float, str] | None:
     """(CPUs, where the number comes from): the running Ray cluster's total, else what Ray
-    would start with on this machine."""
+    would start with on this machine; None when Ray will connect to a cluster not known yet
+    (``RAY_ADDRESS`` set, Ray not started)."""
     try:
         import ray
         if ray.is_initialized():
             return float(ray.cluster_resources().get("CPU", 0.0)), "the Ray cluster has"
     except Exception:   # noqa: BLE001 -- no Ray, or a cluster that does not answer: guess
         pass
+    if os.environ.get("RAY_ADDRESS"):
+        return None
     try:
         from ray._private.utils import get_num_cpus
         return float(get_num_cpus()), "this machine has (Ray is not started yet)"

@@ -116,10 +116,10 @@ def _rows_per_iteration(cfg) -> int:
 def _check_cpus(cfg) -> None:
     """EnvRunner (and Learner) actors that need more CPUs than Ray has are never placed, and
     build_algo() waits for them for ever without a message."""
-    need = requested_cpus(cfg)
-    have, source = cluster_cpus()
-    if need <= have + 1e-9:
-        return
+    need, known = requested_cpus(cfg), cluster_cpus()
+    if known is None or need <= known[0] + 1e-9:
+        return                  # fits, or a cluster that Ray has not connected to yet
+    have, source = known
     n, per = cfg.num_env_runners or 0, float(cfg.num_cpus_per_env_runner or 0)
     learners = (f" + num_learners={cfg.num_learners} x num_cpus_per_learner="
                 f"{cfg.num_cpus_per_learner}" if cfg.num_learners else "")

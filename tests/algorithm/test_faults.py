@@ -1,24 +1,25 @@
 """Faults: lost EnvRunners, checkpoints at stage boundaries, and world errors on remote runners.
 
-Findings (RLlib 2.60, ``Empo._sample`` with ``foreach_env_runner(..., healthy_only=True)``):
+Findings (RLlib 2.60; ``Empo._sample`` samples through ``faults.RunnerHealth``):
 
 - With ``.fault_tolerance(restart_failed_env_runners=True)`` an EnvRunner process that dies --
-  killed between iterations, or *during* the ``sample_rows`` call (tested) -- is handled inside
-  ``foreach_env_runner``: the ``RayActorError``/``ActorUnavailableError`` is logged and
-  ignored, the runner is marked unhealthy, and the call returns the healthy runners' rows
-  only (none at all if every runner died -- seen in a manual run: the iteration then learns
-  from the buffer, and num_updates still advances by updates_per_iteration).
-  Ray restarts the actor process; ``Algorithm.restore_env_runners`` (run by ``Algorithm.step``
-  before every ``training_step``) pings it, marks it healthy and syncs the local EnvRunner's
-  state (connectors and q_r weights) into it. Empo's counters never depend on how many rows
-  arrived, so the warm-up schedule is unaffected.
-- beta_r and epsilon are plain module attributes, not part of the EnvRunner state that
-  ``restore_env_runners`` syncs, so ``Empo.restore_env_runners`` pushes them to a restored
-  runner at once.
-- Without fault tolerance, a lost runner raises ``ActorDiedError`` from ``train()``.
+  killed between iterations, or *during* the ``sample_rows`` call (tested) -- is marked
+  unhealthy by RLlib's actor manager, and the iteration goes on with the healthy runners'
+  rows only. Ray restarts the actor process; ``Algorithm.restore_env_runners`` (run by
+  ``Algorithm.step`` before every ``training_step``) pings it, marks it healthy and syncs the
+  local EnvRunner's state (connectors and q_r weights) into it. Empo's counters never depend
+  on how many rows arrived, so the warm-up schedule is unaffected.
+- ``Empo.restore_env_runners`` then reseeds the restarted runner (seed, index, restart count:
+  it would otherwise replay its first fragments) and pushes beta_r and epsilon, which are
+  plain module attributes and not part of the state RLlib syncs.
+- A runner that dies ``max_env_runner_failures`` times in a row stops training with an
+  ``EnvRunnerError``. Without restarts but with ``ignore_env_runner_failures=True`` a lost
+  runner is logged and counted in ``Runners/num_lost``; with neither, the first loss raises
+  an ``EnvRunnerError`` that names the runner and RLlib's error.
 - A *world* error on a remote runner is not a lost process: RLlib's actor ``apply()`` would
-  ``sys.exit(1)`` on it, so ``EmpoEnvRunner.sample_rows`` returns the WorldProtocolError in
-  place of the rows and ``Empo._sample`` raises it on the driver with the world's message.
+  sleep 60 s and ``sys.exit(1)`` on it, so ``EmpoEnvRunner.sample_rows`` returns the error in
+  place of the rows and ``Empo._sample`` raises it on the driver with the world's message,
+  in the same iteration, whatever the fault tolerance settings.
 """
 from __future__ import annotations
 
@@ -284,12 +285,14 @@ def _remote_world_config(world, num_env_runners=1, **fault_tolerance):
             .fault_tolerance(**fault_tolerance))
 
 
-def test_a_plain_error_in_a_remote_world_reaches_train_in_the_first_iteration(ray_session):
+@pytest.mark.parametrize("restart", [True, False], ids=["restarts", "no_restarts"])
+def test_a_plain_error_in_a_remote_world_reaches_train_in_the_first_iteration(ray_session, restart):
     """RLlib's default fault tolerance (restarts on, 60 s delay before an actor that raised
     exits): the first train() used to block 61 s, then every call returned empty-handed while
-    the runner restarted into the same error. Now the error, naming the world, the state and
-    the joint action, is raised by the first train() at once."""
-    algo = _remote_world_config(FaultyWorld("raises"), restart_failed_env_runners=True).build_algo()
+    the runner restarted into the same error; without restarts an ActorDiedError came without
+    the world's message. Now the error, naming the world, the state and the joint action, is
+    raised by the first train() at once."""
+    algo = _remote_world_config(FaultyWorld("raises"), restart_failed_env_runners=restart).build_algo()
     try:
         t = time.monotonic()
         with pytest.raises(WorldProtocolError, match=r"world 'faulty_raises': transition_probabilities"
@@ -340,5 +343,23 @@ def test_an_env_runner_that_keeps_dying_is_not_restarted_for_ever(ray_session):
                                                  r"times in between; max_env_runner_failures=2\)"):
             while time.monotonic() < deadline:
                 algo.train()
+    finally:
+        algo.stop()
+
+
+def test_a_lost_env_runner_without_fault_tolerance_stops_training_naming_it(ray_session):
+    from _faulty_worlds import TinyWorld
+    from rllib_empo.algorithm.faults import EnvRunnerError
+    algo = _remote_world_config(TinyWorld(), restart_failed_env_runners=False,
+                                ignore_env_runner_failures=False).build_algo()
+    try:
+        algo.train()
+        algo.env_runner_group.foreach_env_runner(
+            lambda er: setattr(er, "sample_rows", lambda **kw: os.kill(os.getpid(), signal.SIGKILL)),
+            local_env_runner=False)
+        with pytest.raises(EnvRunnerError, match=r"^EnvRunner 1 failed while sampling, and fault "
+                                                 r"tolerance is off, so training stops .*; the error: "
+                                                 r"ActorDiedError: The actor died"):
+            algo.train()
     finally:
         algo.stop()
