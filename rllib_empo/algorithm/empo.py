@@ -37,7 +37,7 @@ from ray.rllib.utils.metrics import (ENV_RUNNER_RESULTS, ENV_RUNNER_SAMPLING_TIM
                                      LEARNER_RESULTS, LEARNER_UPDATE_TIMER,
                                      NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS)
 
-from rllib_empo.algorithm import checkpoints, runner_state
+from rllib_empo.algorithm import checkpoints, runner_state, state_checks
 from rllib_empo.algorithm.buffer import TransitionBuffer
 from rllib_empo.algorithm.callbacks import EmpoCallbacks
 from rllib_empo.algorithm.env import EnvSettings, prior_from_env_config, table_spec, world_for_config
@@ -457,8 +457,8 @@ class Empo(Algorithm):
         if self._check_component("empo_counters", components, not_components):
             state["empo_counters"] = copy.deepcopy(self._empo)
             state["empo_rng"] = copy.deepcopy(self._rng.bit_generator.state)
-        if self._check_component(checkpoints.SIGNATURE_KEY, components, not_components):
-            state[checkpoints.SIGNATURE_KEY] = copy.deepcopy(checkpoints.signature(self))
+        if self._check_component(state_checks.SIGNATURE_KEY, components, not_components):
+            state[state_checks.SIGNATURE_KEY] = copy.deepcopy(state_checks.signature(self))
         if self._check_component("empo_env_runners", components, not_components):
             state["empo_env_runners"] = runner_state.capture_all(self)
         if self.config.checkpoint_replay_buffer and self._check_component(
@@ -469,10 +469,10 @@ class Empo(Algorithm):
     @override(Algorithm)
     def set_state(self, state: dict) -> None:
         """Validate ``state`` against this algorithm, then apply it; if applying fails, the
-        algorithm is rolled back (``checkpoints.apply_or_roll_back``)."""
-        checkpoints.apply_or_roll_back(
+        algorithm is rolled back (``state_checks.apply_or_roll_back``)."""
+        state_checks.apply_or_roll_back(
             self, state,
-            prepare=lambda s: checkpoints.optional_buffer(
+            prepare=lambda s: state_checks.optional_buffer(
                 lambda: TransitionBuffer(self.config.replay_capacity), s.get("empo_replay_buffer")),
             apply=self._apply_state)
         for callback in getattr(self, "callbacks", None) or ():
@@ -481,16 +481,7 @@ class Empo(Algorithm):
 
     def _apply_state(self, state: dict, buffer: Optional[TransitionBuffer]) -> None:
         super().set_state(state)
-        keys = [k for k in ("env_to_module_connector", "module_to_env_connector") if k in state]
-        if keys and self.env_runner is None:    # no local EnvRunner: RLlib keeps the connectors
-            for key in keys:
-                getattr(self, key).set_state(state[key])
-            self.env_runner_group.sync_env_runner_states(
-                config=self.config, from_worker=None,
-                env_steps_sampled=self.metrics.peek(
-                    (ENV_RUNNER_RESULTS, NUM_ENV_STEPS_SAMPLED_LIFETIME), default=0),
-                env_to_module=self.env_to_module_connector,
-                module_to_env=self.module_to_env_connector)
+        state_checks.restore_connectors(self, state)
         if "empo_counters" in state:
             self._empo = copy.deepcopy(state["empo_counters"])
             self._empo.pop("last_sync", None)   # older checkpoints: target copies are derived now
