@@ -22,16 +22,29 @@ import torch
 from ray.rllib.core import COMPONENT_LEARNER, COMPONENT_RL_MODULE
 
 
+def _parameters(module, name: str, target: bool) -> list:
+    """The parameters of one network, listed once per module (the learner checks them after
+    every update; walking the module tree each time costs more than the check)."""
+    cache = module.__dict__.setdefault("_empo_parameters", {})
+    key = (name, target)
+    if key not in cache:
+        cache[key] = list(module.net(name, target).parameters())
+    return cache[key]
+
+
 def nonfinite_networks(module, names, target: bool = False) -> list[str]:
     """The networks among ``names`` (main or target copies) with a NaN or inf parameter.
 
     One fused 2-norm over every parameter (fast; a norm that overflows on finite but huge
     weights is then confirmed tensor by tensor, so only real NaN/inf count)."""
-    nets = {n: [p.detach() for p in module.net(n, target).parameters()] for n in names}
+    nets = {n: _parameters(module, n, target) for n in names}
     flat = [p for ps in nets.values() for p in ps]
-    if not flat or bool(torch.isfinite(torch.stack(torch._foreach_norm(flat))).all()):
+    if not flat:
         return []
-    return [n for n, ps in nets.items() if not all(bool(torch.isfinite(p).all()) for p in ps)]
+    with torch.no_grad():
+        if bool(torch.isfinite(torch.stack(torch._foreach_norm(flat))).all()):
+            return []
+        return [n for n, ps in nets.items() if not all(bool(torch.isfinite(p).all()) for p in ps)]
 
 
 def restore_from_target(module, name: str, optimizer: torch.optim.Optimizer) -> None:
@@ -43,11 +56,11 @@ def restore_from_target(module, name: str, optimizer: torch.optim.Optimizer) -> 
             f"EMPO: the weights of {name} and of its target copy are both non-finite, so there "
             "is nothing finite to restore; lower its learning rate (lr_"
             f"{name}) or grad_clip, or look for NaN in the world's encodings and the prior")
-    main, target = module.net(name), module.net(name, target=True)
+    main, target = _parameters(module, name, False), _parameters(module, name, True)
     with torch.no_grad():
-        for p, q in zip(main.parameters(), target.parameters()):
+        for p, q in zip(main, target):
             p.copy_(q)
-    for p in main.parameters():
+    for p in main:
         optimizer.state.pop(p, None)
 
 
