@@ -96,6 +96,21 @@ def sampling_error(runner, err: BaseException) -> BaseException:
                           f"{type(inner).__name__}: {inner}\n{text}")
 
 
+class _Guarded:
+    """``call(runner)``, with any exception returned as ``(sampling_error(...), {})`` in place
+    of the ``(columns, metrics)`` pair: an exception escaping a remote call would make RLlib's
+    actor sleep and exit (module docstring)."""
+
+    def __init__(self, call: Callable[[Any], Any]):
+        self.call = call
+
+    def __call__(self, runner):
+        try:
+            return self.call(runner)
+        except Exception as err:      # noqa: BLE001 -- every error must reach the driver
+            return sampling_error(runner, err), {}
+
+
 # ------------------------------------------------------------------ random streams
 def restart_seed(seed: int | None, worker_index: int, restart_count: int) -> int | None:
     """The seed of EnvRunner ``worker_index`` after its ``restart_count``-th restart: a
@@ -130,11 +145,12 @@ class RunnerHealth:
         """``call(runner)`` on the local EnvRunner when there are no remote ones, else on
         every healthy remote one (in runner order); returns the results of those that
         answered. Raises :class:`EnvRunnerError` as described in the module docstring."""
+        guarded = _Guarded(call)
         if group.num_remote_env_runners() == 0:
-            return [call(group.local_env_runner)]
+            return [guarded(group.local_env_runner)]
         # The actor manager, unlike foreach_env_runner, says which runner failed and why
         # (RLlib's own algorithms reach it the same way).
-        results = group._worker_manager.foreach_actor(call, healthy_only=True)
+        results = group._worker_manager.foreach_actor(guarded, healthy_only=True)
         out = []
         for res in results:
             if res.ok:

@@ -363,3 +363,27 @@ def test_a_lost_env_runner_without_fault_tolerance_stops_training_naming_it(ray_
             algo.train()
     finally:
         algo.stop()
+
+
+def test_any_other_error_on_a_remote_runner_is_raised_with_its_traceback(ray_session):
+    """Not a world error, but a plain exception escaping the runner's sampling: it used to
+    make RLlib's actor sleep 60 s and exit (then restart into the same error)."""
+    from _faulty_worlds import TinyWorld
+    from rllib_empo.algorithm.faults import EnvRunnerError
+
+    def broken(**kwargs):
+        raise ValueError("rows went missing")
+
+    algo = _remote_world_config(TinyWorld(), restart_failed_env_runners=True).build_algo()
+    try:
+        algo.train()
+        algo.env_runner_group.foreach_env_runner(lambda er: setattr(er, "sample_rows", broken),
+                                                 local_env_runner=False)
+        t = time.monotonic()
+        with pytest.raises(EnvRunnerError, match=r"^EnvRunner 1 failed while sampling: ValueError: rows "
+                                                 r"went missing\n(.|\n)*Traceback"):
+            algo.train()
+        assert time.monotonic() - t < 20
+        assert algo.env_runner_group.num_healthy_remote_env_runners() == 1
+    finally:
+        algo.stop()
