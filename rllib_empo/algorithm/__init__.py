@@ -4,11 +4,16 @@
 - ``fields``: every EMPO config field declared once; ``validation``: cross-field and
   environment checks;
 - ``env``: ``EmpoEnv`` (a gymnasium env over any World), priors, env ids; ``tables``: the
-  successor-table rows an env step records; ``env_runner``: ``EmpoEnvRunner``;
-  ``runner_state``: EnvRunner sampling state in checkpoints;
-- ``buffer``: ``TransitionBuffer``;
-- ``module``: ``EmpoRLModule`` (five networks, targets, pi_r); ``targets``: model-based
-  targets and losses; ``learner``: ``EmpoTorchLearner``;
+  successor tables an env step records; ``env_runner``: ``EmpoEnvRunner``;
+  ``runner_state``: EnvRunner sampling state in checkpoints; ``faults``: EnvRunner health;
+- ``store``: the replay memory (rows over keyed goal, state and table stores);
+  ``buffer``: ``TransitionBuffer``, the ring of rows; ``batch``: a minibatch gathered from
+  the stores and the ``TargetCache``;
+- ``module``: ``EmpoRLModule`` (five networks, targets, running averages, pi_r);
+  ``targets``: model-based targets and losses; ``learner``: ``EmpoTorchLearner``;
+  ``nonfinite``: keeping NaN out of the weights;
+- ``checkpoints``, ``state_checks``: atomic checkpoints and validated restores;
+  ``resources``: memory of one learner call, CPU counts;
 - ``values``: learned values on raw states (driver side); ``metrics``: what a result holds;
   ``callbacks``: TensorBoard scalars.
 

@@ -12,7 +12,11 @@
 - ``LearningRate/<net>`` for every existing network;
 - ``Loss/<net>``, ``Prediction/<net>``, ``Target/<net>`` for the active networks
   (iterations with a learner update);
-- ``Buffer/size``, ``Buffer/num_added``, ``Buffer/bytes_per_row``;
+- ``Buffer/size``, ``Buffer/num_added``, ``Buffer/states``, ``Buffer/tables``,
+  ``Buffer/bytes``, ``Buffer/bytes_per_transition`` (the replay memory, ``store``);
+- ``Residual/<net>``, ``Residual/<net>_max``, ``Residual/policy_change`` (``residual_rows``);
+- ``Runners/num_healthy``, ``Runners/num_lost``, ``Runners/num_restarts``,
+  ``Runners/num_failures`` (``rllib_empo.algorithm.faults``);
 - ``Exact/<figure>``: ``compare_to_exact`` figures (``exact_eval_interval`` > 0), written
   in the iterations that computed them (results repeat the latest, for Tune);
 - ``Progress/num_env_steps``, ``Progress/num_episodes``, ``Progress/training_iteration``;
@@ -57,7 +61,8 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
 #: Result groups written as ``<group>/<key>`` (only numeric, finite values).
-TB_GROUPS = ("Warmup", "LearningRate", "Loss", "Prediction", "Target", "Buffer", "Exact")
+TB_GROUPS = ("Warmup", "LearningRate", "Loss", "Prediction", "Target", "Buffer", "Runners",
+             "Exact")
 #: Suffix of the events files EmpoCallbacks writes.
 EVENTS_SUFFIX = ".empo"
 #: Under Tune (tensorboard_dir None): the subdirectory of the trial directory written to.

@@ -16,6 +16,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
+from rllib_empo.exact.statespace import DEFAULT_MAX_STATES
 from rllib_empo.theory.params import PARAMS, Range
 from rllib_empo.theory.schedule import NETWORKS
 
@@ -176,10 +177,18 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "network's distance from its fixed point); redrawn when its rows leave. 0 = off."),
     _F("exact_eval_interval", 0, _STEPS,
        "Every N training iterations compare with the exact solution on small worlds (0 = off)."),
-    _F("exact_max_states", 1_000_000, _POS,
+    _F("exact_max_states", DEFAULT_MAX_STATES, _POS,
        "Largest world (reachable states) the exact solver enumerates, for exact_eval_interval, "
        "evaluation and the command line."),
-    _F("on_nonfinite", "raise", _choice("raise", "skip"), "What to do on a non-finite loss: raise, or skip the update."),
+    _F("on_nonfinite", "raise", _choice("raise", "skip"),
+       "What to do on a non-finite loss or gradient: raise, or skip that network's update "
+       "(weights that become non-finite are restored from their target copy either way)."),
+    _F("max_nonfinite_skips", 100, _POS,
+       "Learner updates in a row with a skipped network or a restored one (on_nonfinite='skip') "
+       "after which training stops with FloatingPointError."),
+    _F("max_env_runner_failures", 3, _POS,
+       "Failures in a row of one EnvRunner (its process died; with restart_failed_env_runners "
+       "it is restarted in between) after which training stops with an error naming it."),
     _F("torch_num_threads", None, _optional(_POS, "each process's CPU allotment"),
        "Torch threads per process: None sizes the driver (and a local Learner and EnvRunner) to "
        "num_cpus_for_main_process, remote EnvRunners to num_cpus_per_env_runner, remote "

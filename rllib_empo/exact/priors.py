@@ -21,7 +21,7 @@ import torch
 
 from rllib_empo.theory.equations import boltzmann_policy
 from rllib_empo.exact.statespace import StateGraph
-from rllib_empo.worlds.protocol import WorldProtocolError, world_name
+from rllib_empo.worlds.protocol import WorldProtocolError, checked_achieved, world_name
 
 
 def _stay(num_actions: int) -> np.ndarray:
@@ -58,7 +58,7 @@ class HeuristicHumanPrior:
         self.num_actions = int(world.num_actions)
 
     def __call__(self, state, h, goal) -> np.ndarray:
-        if goal.is_achieved(state):
+        if checked_achieved(self.world, goal, state):
             return _stay(self.num_actions)
         logits = -self.beta_h * np.asarray(self.world.goal_distance_after(state, h, goal), float)
         logits -= logits.max()

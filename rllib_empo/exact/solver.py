@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rllib_empo.exact.statespace import StateGraph
+from rllib_empo.exact.statespace import DEFAULT_MAX_STATES, StateGraph
 from rllib_empo.theory import equations as eq
 from rllib_empo.theory.params import EmpoParams
 
@@ -126,14 +126,15 @@ def prior_table(prior, graph: StateGraph, h: int, goals: list) -> np.ndarray:
 
 
 def solve(world, prior, params: EmpoParams | None = None, *,
-          graph: StateGraph | None = None, max_states: int | None = None,
+          graph: StateGraph | None = None, max_states: int | None = DEFAULT_MAX_STATES,
           verbose: bool = False, **param_values) -> ExactSolution:
     """Solve EMPO phase 2 exactly on ``world`` with human prior ``prior``.
 
     ``params`` is an ``EmpoParams``; alternatively give its fields as keywords
     (``beta_r=10.0, gamma_h=0.99, ...``; the others keep EmpoParams' defaults).
     Reuses ``prior.graph`` (a BoltzmannHumanPrior's enumeration of the same world) when given.
-    Raises WorldProtocolError for a cyclic world or one with more than ``max_states`` states.
+    Raises WorldProtocolError for a cyclic world or one with more than ``max_states`` states
+    (default DEFAULT_MAX_STATES, the config's ``exact_max_states``; None: no limit).
     """
     if params is None:
         params = EmpoParams(**param_values)

@@ -19,8 +19,18 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, check_world,
-                                        checked_successors, num_agents, world_name)
+from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, check_state_equality,
+                                        check_world, checked_achieved, checked_successors,
+                                        num_agents, short_repr, world_call, world_name)
+
+# The largest world the exact solver enumerates unless told otherwise (``max_states``); the
+# config's ``exact_max_states`` defaults to the same number.
+DEFAULT_MAX_STATES = 1_000_000
+# Every new state is checked to equal a copy of itself (NaN inside a state, identity-hashed
+# objects) up to this many states, then one in EQUALITY_CHECK_EVERY: a world whose states
+# never compare equal shows it within the first few states, and large worlds stay fast.
+EQUALITY_CHECK_ALL = 10_000
+EQUALITY_CHECK_EVERY = 97
 
 
 class StateGraph:
@@ -28,10 +38,12 @@ class StateGraph:
 
     Attributes: ``states`` (list), ``index`` (state -> int), ``terminal`` (bool [S]),
     ``T`` (csr [S*J, S]), ``levels`` (list of int arrays, successors first), ``build_time_s``.
-    Raises WorldProtocolError on a cycle among reachable states or after ``max_states``.
+    Raises WorldProtocolError on a cycle among reachable states, on a state that is not
+    equal to a copy of itself, or after ``max_states`` states (default DEFAULT_MAX_STATES;
+    None means no limit).
     """
 
-    def __init__(self, world, max_states: int | None = None):
+    def __init__(self, world, max_states: int | None = DEFAULT_MAX_STATES):
         t0 = time.perf_counter()
         check_world(world)
         self.world = world
@@ -49,7 +61,7 @@ class StateGraph:
         i = 0
         while i < len(states):
             s = states[i]
-            is_term = bool(world.is_terminal(s))
+            is_term = bool(world_call(world, lambda: f"is_terminal({short_repr(s)})", world.is_terminal, s))
             terminal.append(is_term)
             if not is_term:
                 for j, ja in enumerate(joint_actions):
@@ -58,10 +70,16 @@ class StateGraph:
                         if k is None:
                             k = index[succ] = len(states)
                             states.append(succ)
+                            if k < EQUALITY_CHECK_ALL or k % EQUALITY_CHECK_EVERY == 0:
+                                check_state_equality(world, succ)
                             if max_states is not None and len(states) > max_states:
                                 raise WorldProtocolError(
-                                    f"world {world_name(world)!r} has more than {max_states} "
-                                    "reachable states; too large for the exact solver")
+                                    f"world {world_name(world)!r} has more than {max_states:,} "
+                                    "reachable states, the exact solver's limit; raise it with "
+                                    "max_states= (StateGraph, solve), exact_max_states (the "
+                                    "config) or --max-states (rllib-empo solve) if the machine "
+                                    "has the memory, or train with a prior that does not "
+                                    "enumerate the world (prior='heuristic' or 'uniform')")
                         rows.append(i * self.J + j)
                         cols.append(k)
                         data.append(float(p))
@@ -145,7 +163,8 @@ class StateGraph:
             W = np.zeros((self.num_states, len(goals)))
             for s_i, g, w in entries:
                 W[s_i, g] += w
-            ach = np.array([[bool(goal.is_achieved(s)) for goal in goals] for s in self.states],
+            ach = np.array([[checked_achieved(self.world, goal, s) for goal in goals]
+                            for s in self.states],
                            dtype=bool).reshape(self.num_states, len(goals))
             spaces[h] = (goals, W, ach)
         return spaces

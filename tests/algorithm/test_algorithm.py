@@ -168,9 +168,10 @@ def test_default_config_builds(ray_session, method):
     algo = getattr(config, method)()
     try:
         assert isinstance(algo, Empo)
-        assert algo.config.hidden_sizes == (64, 64)
-        r = algo.train()              # 50 rows < learning_starts = 64: sampling only
-        assert r["Buffer"]["size"] == 50 and r["Warmup"]["stage"] == 0
+        assert algo.config.hidden_sizes == (256, 256)
+        r = algo.train()        # 50 rows < learning_starts = the batch size, 256: sampling only
+        assert algo.config.effective_learning_starts == 256
+        assert r["Buffer"]["size"] == 50 and r["Warmup"]["num_updates"] == 0
     finally:
         algo.stop()
 
