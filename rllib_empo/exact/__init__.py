@@ -16,6 +16,6 @@ RLlib or Ray: the solver works on any World without the algorithm.
 """
 from rllib_empo.exact.compare import compare_to_exact
 from rllib_empo.exact.solver import ExactSolution, solve
-from rllib_empo.exact.statespace import StateGraph
+from rllib_empo.exact.statespace import StateGraph, TooManyStatesError
 
-__all__ = ["solve", "ExactSolution", "StateGraph", "compare_to_exact"]
+__all__ = ["solve", "ExactSolution", "StateGraph", "TooManyStatesError", "compare_to_exact"]
