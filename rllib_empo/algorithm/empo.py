@@ -252,7 +252,11 @@ class Empo(Algorithm):
                   f"(active networks: {set(self.schedule.active_networks(0))})")
         self._push_exploration()
         if self.config.exact_eval_interval:
-            self.exact_solution()    # a world too large to solve fails now, not at iteration k
+            try:                     # a world too large to solve fails now, not at iteration k
+                self.exact_solution()
+            except Exception:
+                self.stop()          # the EnvRunners and Learners built above
+                raise
 
     # ------------------------------------------------------------------ training step
     @override(Algorithm)

@@ -12,7 +12,8 @@ backend of a notebook or script that imports this stays as it was).
   against exact values and policies over the states, and X_h or V_r over a grid world's
   cells, for every human, with the exact map and the difference when a solution is given.
 
-Every function writes one PNG and returns its path.
+Every ``plot_*`` function writes one PNG and returns its path; the ``*_figure`` functions
+return the matplotlib Figure instead.
 """
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from rllib_empo.analysis.progress import column
-from rllib_empo.analysis.value_plots import (is_grid_world, plot_learned_vs_exact,
+from rllib_empo.analysis.value_plots import (heatmap_figure, is_grid_world,
+                                             learned_vs_exact_figure, plot_learned_vs_exact,
                                              plot_value_heatmap, save)
 from rllib_empo.theory.schedule import NETWORKS, STAGE_NAMES
 
@@ -124,9 +126,14 @@ def _net_lines(ax, rows, group: str, nets, staggered: bool = False) -> None:
                 markevery=(k * every // max(len(nets), 1), every) if staggered else every)
 
 
-def plot_training_curves(rows: Sequence[dict], path, *, stage_ends: Optional[Sequence[int]] = None,
-                         clear_points: Optional[Sequence[int]] = None, value_loss: str = "log",
-                         title: str = "EMPO training") -> str:
+def plot_training_curves(rows: Sequence[dict], path, **kwargs) -> str:
+    """Write :func:`training_curves_figure` as a PNG; returns its path."""
+    return save(training_curves_figure(rows, **kwargs), path)
+
+
+def training_curves_figure(rows: Sequence[dict], *, stage_ends: Optional[Sequence[int]] = None,
+                           clear_points: Optional[Sequence[int]] = None,
+                           value_loss: str = "log", title: str = "EMPO training") -> Figure:
     """The panels of the module docstring over learner updates (``value_loss`` names the
     losses: "log" or "mse", the run's config field)."""
     if not rows:
@@ -187,8 +194,9 @@ def plot_training_curves(rows: Sequence[dict], path, *, stage_ends: Optional[Seq
     ax.set_xlabel("learner updates")
     fig.suptitle(title)
     fig.subplots_adjust(hspace=0.45, right=0.74, top=1 - 0.55 / fig.get_figheight())
-    return save(fig, path)
+    return fig
 
 
 __all__ = ["plot_training_curves", "plot_learned_vs_exact", "plot_value_heatmap", "stage_spans",
-           "clear_steps", "is_grid_world"]
+           "clear_steps", "is_grid_world", "training_curves_figure", "learned_vs_exact_figure",
+           "heatmap_figure"]

@@ -46,7 +46,12 @@ def _action(world, a: int) -> str:
 
 
 # ------------------------------------------------------------------ learned vs exact
-def plot_learned_vs_exact(algo, solution, path, *, title: str = "learned vs exact") -> str:
+def plot_learned_vs_exact(algo, solution, path, **kwargs) -> str:
+    """Write :func:`learned_vs_exact_figure` as a PNG; returns its path."""
+    return save(learned_vs_exact_figure(algo, solution, **kwargs), path)
+
+
+def learned_vs_exact_figure(algo, solution, *, title: str = "learned vs exact") -> Figure:
     """The four panels of the module docstring."""
     graph = solution.graph
     world = getattr(algo, "world", graph.world)
@@ -103,7 +108,7 @@ def plot_learned_vs_exact(algo, solution, path, *, title: str = "learned vs exac
     a4.set_title("policy error per state")
     a4.legend(fontsize=8)
     fig.suptitle(f"{title} ({len(idx)} non-terminal states)")
-    return save(fig, path)
+    return fig
 
 
 # ------------------------------------------------------------------ heat maps
@@ -160,9 +165,14 @@ def _draw(ax, grid, walls, cmap, norm, fontsize: float, diverging: bool):
     return im
 
 
-def plot_value_heatmap(algo, states, path, *, quantity: str = "x_h", human="all",
-                       solution=None, world=None, title: Optional[str] = None,
-                       states_label: str = "non-terminal states") -> str:
+def plot_value_heatmap(algo, states, path, **kwargs) -> str:
+    """Write :func:`heatmap_figure` as a PNG; returns its path."""
+    return save(heatmap_figure(algo, states, **kwargs), path)
+
+
+def heatmap_figure(algo, states, *, quantity: str = "x_h", human="all", solution=None,
+                   world=None, title: Optional[str] = None,
+                   states_label: str = "non-terminal states") -> Figure:
     """Heat maps of ``quantity`` ("x_h" or "v_r") by the cell of each human (``human``: a
     position in ``human_agent_indices`` or "all"), averaged over the non-terminal
     ``states`` (``states_label`` says what they are, in the title). With ``solution`` (only
@@ -245,7 +255,8 @@ def plot_value_heatmap(algo, states, path, *, quantity: str = "x_h", human="all"
     what = ("X_h, each human's aggregate power" if quantity == "x_h" else "V_r, the robot's value")
     fig.suptitle(title or f"{what}, by the human's cell (mean over {len(states)} "
                           f"{states_label})", fontsize=10)
-    return save(fig, path)
+    return fig
 
 
-__all__ = ["plot_learned_vs_exact", "plot_value_heatmap", "is_grid_world", "save"]
+__all__ = ["plot_learned_vs_exact", "plot_value_heatmap", "learned_vs_exact_figure",
+           "heatmap_figure", "is_grid_world", "save"]

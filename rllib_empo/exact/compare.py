@@ -21,6 +21,10 @@ from __future__ import annotations
 
 import numpy as np
 
+#: The keys of ``compare_to_exact``'s result, in order.
+FIGURES = ("tv_pi_r_s0", "v_r_s0_rel_error", "mean_tv_pi_r", "max_tv_pi_r", "argmax_agreement",
+           "mean_abs_v_h_e_error", "mean_abs_x_h_error", "q_r_s0_max_rel_error", "num_states")
+
 
 def compare_to_exact(learned, solution) -> dict:
     """Fidelity of ``learned`` against ``exact.solve(...)`` (module docstring)."""
