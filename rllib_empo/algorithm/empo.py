@@ -255,7 +255,7 @@ class Empo(Algorithm):
             try:                     # a world too large to solve fails now, not at iteration k
                 self.exact_solution()
             except Exception:
-                self.stop()          # the EnvRunners and Learners built above
+                self.cleanup()       # the EnvRunners and Learners built above
                 raise
 
     # ------------------------------------------------------------------ training step

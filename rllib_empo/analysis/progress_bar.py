@@ -10,7 +10,7 @@ The bar (tqdm) shows the percentage, the updates done and planned, the time elap
 and after it the stage, beta_r, the losses of the last update and the convergence residual
 (:data:`rllib_empo.analysis.progress.CONVERGENCE_METRIC`, when the results log it)::
 
-    train  42%|########            | 4200/10000 [00:31<00:43] stage 5 ramp-up | beta_r 3.2 | loss v_h_e 0.021 x_h 0.0035 q_r 0.012 | residual 0.031
+    train  42%|########            | 4200/10000 [00:31<00:43], stage 5 ramp-up | beta_r 3.2 | loss v_h_e 0.021 x_h 0.0035 q_r 0.012 | residual 0.031
 
 In ``lines`` mode (the default when the stream is not a terminal: ``> train.log``, CI) it
 prints one line at every ``line_every`` of the run and at every stage transition, instead
@@ -84,7 +84,7 @@ class TrainingProgress:
             self._bar = tqdm(total=self.total, file=self.stream, dynamic_ncols=True,
                              desc="train", unit=unit, mininterval=0.25, smoothing=0.1,
                              bar_format="{desc} {percentage:3.0f}%|{bar:20}| {n_fmt}/{total_fmt} "
-                                        "[{elapsed}<{remaining}] {postfix}")
+                                        "[{elapsed}<{remaining}]{postfix}")   # tqdm puts ", " first
 
     @property
     def elapsed(self) -> float:

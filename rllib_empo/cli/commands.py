@@ -16,6 +16,7 @@ import os
 import sys
 import time
 
+import gymnasium as gym
 import numpy as np
 import ray
 
@@ -94,7 +95,9 @@ def env_spec(args) -> tuple[str, dict]:
         env_config["prior"] = args.prior
     if args.beta_h is not None:
         env_config["beta_h"] = args.beta_h
-    if env_id(args.world) in env_ids():
+    # A world's own id exists only where something registered it (the built-in ones, at
+    # import); any other world goes through the generic id, which every process has.
+    if env_id(args.world) in env_ids() and env_id(args.world) in gym.registry:
         return env_id(args.world), env_config
     return GENERIC_ENV_ID, {"world": args.world, **env_config}
 
