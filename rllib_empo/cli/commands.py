@@ -324,6 +324,9 @@ def cmd_plot(args) -> int:
             rows = read_progress(progress_path)
         except ValueError as err:
             raise UsageError(str(err))
+        if rows and not any("Exact/tv_pi_r_s0" in r for r in rows):
+            print("no fidelity panel: the run logged no exact evaluation (train with --compare "
+                  "or --exact-eval-interval N)")
         if rows:
             written.append(plotting.plot_training_curves(
                 rows, os.path.join(out, "training_curves.png"),

@@ -160,8 +160,15 @@ def test_plot_command(run_dir, tmp_path, capsys):
     assert names == ["heatmap_v_r.png", "learned_vs_exact.png", "training_curves.png"]
     for path in written:
         assert_png(path)
-    # a progress file alone gives the training curves only
-    assert main(["plot", str(run / "progress.jsonl"), "--out", str(tmp_path / "only")]) == 0
+    assert "no fidelity panel" not in " ".join(written)
+    # a progress file alone gives the training curves only; without Exact/* it says why
+    # there is no fidelity panel
+    rows = (run / "progress.jsonl").read_text().splitlines()
+    bare = tmp_path / "bare.jsonl"
+    bare.write_text("\n".join(line.replace('"Exact/', '"Other/') for line in rows))
+    assert main(["plot", str(bare), "--out", str(tmp_path / "only")]) == 0
+    out = capsys.readouterr().out
+    assert "no fidelity panel: the run logged no exact evaluation (train with --compare" in out
     assert_png(tmp_path / "only" / "training_curves.png")
     assert main(["plot", str(run), "--human", "3", "--out", str(tmp_path / "x")]) == 2
 
