@@ -15,11 +15,15 @@
 - ``checkpoints``, ``state_checks``: atomic checkpoints and validated restores;
   ``resources``: memory of one learner call, CPU counts;
 - ``values``: learned values on raw states (driver side); ``metrics``: what a result holds;
-  ``callbacks``: TensorBoard scalars.
+  ``callbacks``: TensorBoard scalars; ``notices``: library notices silenced on import.
 
 May import: ``rllib_empo.theory``, ``rllib_empo.worlds``, ``rllib_empo.exact``, Ray/RLlib,
 torch, gymnasium, numpy. Never ``rllib_empo.analysis`` or ``rllib_empo.cli``.
 """
-from rllib_empo.algorithm.empo import Empo, EmpoConfig
+from rllib_empo.algorithm import notices
+
+notices.silence()      # before RLlib runs: notices no EMPO user can act on
+
+from rllib_empo.algorithm.empo import Empo, EmpoConfig  # noqa: E402
 
 __all__ = ["Empo", "EmpoConfig"]

@@ -278,6 +278,12 @@ class Empo(Algorithm):
                   f"{self.schedule.stage_name(self.schedule.stage(0))} "
                   f"(active networks: {set(self.schedule.active_networks(0))})")
         self._push_exploration()
+        if self.config.exact_eval_interval:
+            try:                     # a world too large to solve fails now, not at iteration k
+                self.exact_solution()
+            except Exception:
+                self.cleanup()       # the EnvRunners and Learners built above
+                raise
 
     # ------------------------------------------------------------------ training step
     @override(Algorithm)
@@ -496,14 +502,16 @@ class Empo(Algorithm):
         """Learned V_h^e for (state, human position in human_agent_indices, goal) triples."""
         return self.learned_values().v_h_e_values(items)
 
-    def exact_solution(self) -> ExactSolution:
+    def exact_solution(self, max_states: Optional[int] = None) -> ExactSolution:
         """The exact solution of this algorithm's world, prior and theory parameters, solved
-        once (raises WorldProtocolError when the world is too large or cyclic)."""
+        once, of at most ``max_states`` (default ``exact_max_states``) states: raises
+        TooManyStatesError (one line naming the limit) or WorldProtocolError (cyclic)."""
         if self._exact is None:
             cfg = self.config
             world = self.world
             prior = prior_from_env_config(world, cfg.env_config, cfg.gamma_h)
-            self._exact = solve(world, prior, cfg.params, max_states=cfg.exact_max_states)
+            self._exact = solve(world, prior, cfg.params, limit_name="exact_max_states",
+                                max_states=max_states or cfg.exact_max_states)
         return self._exact
 
     # ------------------------------------------------------------------ checkpoints

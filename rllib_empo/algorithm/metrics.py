@@ -39,7 +39,8 @@ METRICS = (
     ("Runners/num_failures", "EnvRunner failures (a process that died while sampling) so far"),
     ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
                        "of the latest evaluation, made every exact_eval_interval iterations; "
-                       "Exact/training_iteration says which"),
+                       "Exact/training_iteration says which (0 and NaN figures before the "
+                       "first, so that every result has them)"),
 )
 
 _GROUPS = {"loss": "Loss", "prediction": "Prediction", "target": "Target"}

@@ -273,9 +273,9 @@ def test_max_states_has_a_default_shared_with_the_config_and_the_error_says_how_
     assert DEFAULT_MAX_STATES == EmpoConfig().exact_max_states == 1_000_000
     assert inspect.signature(StateGraph).parameters["max_states"].default == DEFAULT_MAX_STATES
     assert inspect.signature(solve).parameters["max_states"].default == DEFAULT_MAX_STATES
-    with pytest.raises(WorldProtocolError, match=r"more than 2 reachable states, the exact solver's "
-                                                 r"limit; raise it with max_states= .*exact_max_states"
-                                                 r".*--max-states"):
+    with pytest.raises(WorldProtocolError, match=r"more than 2 reachable states, too large for the "
+                                                 r"exact solver; raise the limit with max_states= "
+                                                 r".*exact_max_states.*--max-states"):
         StateGraph(ThreeStateWorld(), max_states=2)
 
 
