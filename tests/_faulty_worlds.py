@@ -12,6 +12,8 @@ cannot see it and the error must surface at run time).
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from dataclasses import dataclass
 
@@ -74,7 +76,7 @@ class FaultyWorld(TinyWorld):
     FAULTS = ("probs_sum", "prob_nan", "prob_negative", "not_pairs", "unhashable_successor",
               "none_for_nonterminal", "encode_nan", "encode_length",
               "encode_text", "goal_weights_sum", "goal_weight_nan", "goal_not_pairs",
-              "goal_encoding_nan")
+              "goal_encoding_nan", "raises", "nan_successors", "kills_runner")
 
     def __init__(self, fault: str, at: int | None = None, horizon: int = 4):
         assert fault in self.FAULTS, fault
@@ -82,6 +84,7 @@ class FaultyWorld(TinyWorld):
         self.fault = fault
         self.at = horizon - 1 if at is None else at
         self.name = f"faulty_{fault}"
+        self.driver_pid = os.getpid()      # "kills_runner" never kills the test process
 
     def _here(self, state) -> bool:
         return state[0] == self.at
@@ -103,6 +106,12 @@ class FaultyWorld(TinyWorld):
             return [(p, list(s)) for p, s in out]
         if f == "none_for_nonterminal":
             return None
+        if f == "raises":                      # a plain bug in the world's code
+            return {(0, 0): out}[tuple(joint_action)]
+        if f == "nan_successors":              # no two visits of a successor compare equal
+            return [(p / 2, (s[0], s[1], float("nan"))) for p, s in out for _ in range(2)]
+        if f == "kills_runner" and os.getpid() != self.driver_pid:
+            os.kill(os.getpid(), signal.SIGKILL)   # a crash no Python code can catch
         return out
 
     def encode_state(self, state):

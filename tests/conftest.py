@@ -59,3 +59,13 @@ def assert_same_replay(a: dict, b: dict) -> None:
             np.testing.assert_array_equal(a[store][k], b[store][k], err_msg=f"{store} {k}")
         for k, col in a[store]["cols"].items():
             np.testing.assert_array_equal(col, b[store]["cols"][k], err_msg=f"{store} {k}")
+
+
+def acting_q_r(algo) -> dict:
+    """The local Learner's q_r that the EnvRunners act with, keyed as the runners' "q_r.*":
+    its running average when ema_decay > 0 (EmpoRLModule.get_state), else q_r itself."""
+    from ray.rllib.core import DEFAULT_MODULE_ID
+    module = algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+    prefix = "average_q_r." if module.has_averages() else "q_r."
+    return {"q_r." + k[len(prefix):]: v.detach().clone()
+            for k, v in module.state_dict().items() if k.startswith(prefix)}

@@ -27,10 +27,33 @@ def test_metrics_table_matches_a_real_result(ray_session):
     nets = sorted(algo.schedule.existing_networks)
     documented = set()
     for name, _ in METRICS:
-        if name.endswith("/<net>"):
+        if "<net>" in name:
             documented |= {name.replace("<net>", n) for n in nets}
         elif name.endswith("/<figure>"):
             documented |= {k for k in logged if k.startswith("Exact/")}
         else:
             documented.add(name)
     assert logged == documented
+
+
+def _flags(line: str) -> dict:
+    words = line.split()
+    return {w[2:]: words[i + 1] for i, w in enumerate(words[:-1]) if w.startswith("--")
+            and not words[i + 1].startswith("--")}
+
+
+def test_readme_cli_example_trains_on_the_exact_table_s_problem():
+    """The train and solve commands of the README's CLI example set the same theory
+    parameters and prior as the exact rock_gate table, so `compare` measures against it."""
+    from rllib_empo.theory.params import EmpoParams
+    text = README.read_text()
+    block = text[text.index("<!-- BEGIN cli -->"):text.index("<!-- END cli -->")]
+    train = next(line for line in block.splitlines() if line.startswith("rllib-empo train"))
+    solve = next(line for line in block.splitlines() if line.startswith("rllib-empo solve"))
+    keys = {name.replace("_", "-") for name in EmpoParams.names()} | {"prior", "beta-h", "world"}
+    train_flags = {k: v for k, v in _flags(train).items() if k in keys}
+    solve_flags = {k: v for k, v in _flags(solve).items() if k in keys}
+    assert train_flags == solve_flags
+    assert train_flags["gamma-r"] == "1" and train_flags["beta-r"] == "10"
+    exact = text[text.index("<!-- BEGIN exact-rock-gate -->"):]
+    assert exact.split("\n", 1)[1].startswith(f"`{solve}` solves it")

@@ -78,11 +78,18 @@ def test_no_import_cycles():
             visit(m)
 
 
+#: The one module that may touch sys.path: the command line imports a user's ``--import``
+#: modules from the working directory (as ``python -m`` would) and, for a run's later
+#: commands, from the directory ``run.json`` recorded -- never benchmarks/ or tools/.
+SYS_PATH_ALLOWED = {PACKAGE / "cli" / "commands.py"}
+
+
 def test_the_package_never_imports_benchmarks_or_tools():
     for path in PACKAGE.rglob("*.py"):
         bad = {m for m in imports_of(path) if m.split(".")[0] in ("benchmarks", "tools", "tests")}
         assert not bad, f"{path.relative_to(PACKAGE.parent)} imports {sorted(bad)}"
-        assert "sys.path" not in path.read_text(), f"{path} edits sys.path"
+        if path not in SYS_PATH_ALLOWED:
+            assert "sys.path" not in path.read_text(), f"{path} edits sys.path"
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))

@@ -39,17 +39,48 @@ def _metrics() -> str:
     return "\n".join(lines)
 
 
+#: The rock_gate problem of the README's exact table and of its command-line example: both
+#: are generated from this, so a user who runs the commands gets the table's numbers.
+ROCK_GATE_PRIOR = {"prior": "boltzmann", "beta_h": 10.0}
+ROCK_GATE_PARAMS = {"beta_r": 10.0, "gamma_r": 1.0, "gamma_h": 0.99, "zeta": 2.0, "xi": 1.0,
+                    "eta": 1.1}
+
+
+def _flags(values: dict) -> str:
+    return " ".join(f"--{k.replace('_', '-')} {v:g}" if isinstance(v, float) else
+                    f"--{k.replace('_', '-')} {v}" for k, v in values.items())
+
+
+def rock_gate_solve_command() -> str:
+    return f"rllib-empo solve --world rock_gate {_flags({**ROCK_GATE_PRIOR, **ROCK_GATE_PARAMS})}"
+
+
+def _cli() -> str:
+    train = (f"rllib-empo train --world rock_gate {_flags({**ROCK_GATE_PRIOR, **ROCK_GATE_PARAMS})}"
+             " --out runs/rg --compare")
+    return ("```bash\n"
+            f"{train}\n"
+            f"{rock_gate_solve_command()}\n"
+            "rllib-empo compare runs/rg\n"
+            "rllib-empo plot runs/rg            # training curves, learned vs exact, heat map (PNG)\n"
+            "rllib-empo render runs/rg\n"
+            "```")
+
+
 def _exact_rock_gate() -> str:
+    from rllib_empo.analysis.rollout import action_name
     from rllib_empo.exact import solve
     from rllib_empo.exact.priors import BoltzmannHumanPrior
     from rllib_empo.worlds import make_world
     world = make_world("rock_gate")
-    prior = BoltzmannHumanPrior.solve(world, beta_h=10.0, gamma_h=0.99)
-    sol = solve(world, prior, beta_r=10.0, gamma_h=0.99, gamma_r=1.0, zeta=2.0, xi=1.0, eta=1.1)
-    names = ["stay", "up", "down", "left", "right"]
-    rows = "\n".join(f"| {a} | {n} | {q:.4f} | {p:.4f} |"
-                     for a, (n, q, p) in enumerate(zip(names, sol.Q[0], sol.PI[0])))
-    return (f"```\n{world.render(sol.initial_state)}\n```\n\n"
+    prior = BoltzmannHumanPrior.solve(world, beta_h=ROCK_GATE_PRIOR["beta_h"],
+                                      gamma_h=ROCK_GATE_PARAMS["gamma_h"])
+    sol = solve(world, prior, **ROCK_GATE_PARAMS)
+    rows = "\n".join(f"| {a} | {action_name(world, a)} | {q:.4f} | {p:.4f} |"
+                     for a, (q, p) in enumerate(zip(sol.Q[0], sol.PI[0])))
+    return (f"`{rock_gate_solve_command()}` solves it (the same problem as the command-line "
+            "example below):\n\n"
+            f"```\n{world.render(sol.initial_state)}\n```\n\n"
             f"{sol.num_states} reachable states. At the initial state: "
             f"V_r = {sol.V_R[0]:.4f}, U_r = {sol.U_R[0]:.4f}, X_h = {sol.X_H[0, 0]:.4f}.\n\n"
             "| a_r | robot move | Q_r(s0, a_r) | pi_r(a_r \\| s0) |\n|---|---|---|---|\n" + rows)
@@ -238,7 +269,7 @@ def _layout() -> str:
 
 
 SECTIONS = {"quickstart": _quickstart, "layout": _layout, "stages": _stages, "config": _config, "metrics": _metrics,
-            "exact-rock-gate": _exact_rock_gate, "fidelity": _fidelity,
+            "exact-rock-gate": _exact_rock_gate, "cli": _cli, "fidelity": _fidelity,
             "performance": _performance, "table-cost": _table_cost}
 
 

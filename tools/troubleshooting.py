@@ -110,6 +110,23 @@ class _Unpicklable(_LineWorld):
         self.lock = threading.Lock()
 
 
+class _BuggyWorld(_LineWorld):
+    """A plain bug one step after the start: a dictionary without the human's move 2."""
+
+    def transition_probabilities(self, state, joint_action):
+        if state[0] == 2:
+            return [(1.0, (1, state[1] + {0: 0, 1: -1}[joint_action[1]]))]
+        return super().transition_probabilities(state, joint_action)
+
+
+class _NanWorld(_LineWorld):
+    """A float NaN inside every successor state."""
+
+    def transition_probabilities(self, state, joint_action):
+        out = super().transition_probabilities(state[:2], joint_action)
+        return out and [(p, s + (float("nan"),)) for p, s in out]
+
+
 # ------------------------------------------------------------------ triggers
 def _config(env="rllib_empo/RockGate-v0", env_config=None, **training):
     from rllib_empo.algorithm.empo import EmpoConfig
@@ -128,6 +145,67 @@ def _step_env(world, steps=3):
         for _ in range(steps):
             env.step(0)
     return run
+
+
+def _solve(world, **kwargs):
+    def run():
+        from rllib_empo.exact.statespace import StateGraph
+        StateGraph(world, **kwargs)
+    return run
+
+
+def _cpus():
+    from rllib_empo.algorithm import validation
+    real = validation.cluster_cpus
+    validation.cluster_cpus = lambda: (2.0, "the Ray cluster has")   # the same text anywhere
+    try:
+        _config().env_runners(num_env_runners=3).validate()
+    finally:
+        validation.cluster_cpus = real
+
+
+def _cycle_warning():
+    import warnings
+
+    class Loop(_LineWorld):
+        def transition_probabilities(self, state, joint_action):
+            cell = min(max(state[1] + (0, -1, 1)[joint_action[1]], 0), 4)
+            return [(1.0, (3, cell))]
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _config(GENERIC, {"world": Loop(), "prior": "uniform"}, gamma_r=1.0).validate()
+
+
+def _incomplete_checkpoint():
+    import os
+    import tempfile
+    from rllib_empo.algorithm.checkpoints import check_complete
+    here = os.getcwd()
+    with tempfile.TemporaryDirectory() as tmp:
+        os.chdir(tmp)                 # a relative path: the message is the same everywhere
+        try:
+            os.makedirs("checkpoint/learner_group")
+            check_complete("checkpoint")
+        finally:
+            os.chdir(here)
+
+
+def _skips_in_a_row():
+    from rllib_empo.algorithm.learner import EmpoTorchLearner
+    stub = SimpleNamespace(_skipped={"q_r"}, _skips_in_a_row=99, module={},
+                           _why="non-finite loss of ['q_r'] (targets finite: {'q_r': False})",
+                           config=SimpleNamespace(max_nonfinite_skips=100))
+    EmpoTorchLearner._count_skips(stub, False)
+
+
+def _runner_keeps_dying():
+    from rllib_empo.algorithm.faults import RunnerHealth
+    health = RunnerHealth(SimpleNamespace(max_env_runner_failures=3, restart_failed_env_runners=True,
+                                          ignore_env_runner_failures=False, seed=0))
+    health.failures_in_a_row[1], health.restarts[1] = 2, 2
+    health._failed(None, 1, RuntimeError("The actor died unexpectedly before finishing this task "
+                                         "(the process was killed: SIGKILL)"))
 
 
 def _nonfinite_loss():
@@ -178,10 +256,39 @@ CASES = (
          "Fix the world instead; `restart_failed_env_runners=True` (lost processes) is fine."),
     Case("A value out of range", _validate(beta_r=-1.0),
          "Every field's allowed range is in the configuration table (`config_fields_table()`)."),
+    Case("A bug in the world's own code", _step_env(_BuggyWorld()),
+         "The world's exception, with the state and the joint action it was called with, is "
+         "raised by `train()` from any EnvRunner, local or remote; fix the world there."),
+    Case("States that are not equal to themselves", _solve(_NanWorld()),
+         "States are dictionary keys: make them compare and hash by value (tuples of ints, "
+         "frozen dataclasses); replace NaN by a sentinel value."),
+    Case("A world too large for the exact solver", _solve(_LineWorld(), max_states=2),
+         "Raise the limit if the machine has the memory, or compare with rollouts instead."),
+    Case("RLlib's `lr` or `gamma`", _validate(lr=1e-4),
+         "EMPO has a learning rate per network and two discount factors; set those fields."),
+    Case("A bad value of one of RLlib's own fields", _validate(train_batch_size_per_learner=0),
+         "RLlib's fields that EMPO uses are checked like its own: see the allowed range."),
+    Case("More EnvRunners than CPUs", _cpus,
+         "Lower `num_env_runners`, give each a fraction of a CPU, or sample in the driver."),
+    Case("A replay buffer smaller than one iteration",
+         lambda: _config(replay_capacity=100).env_runners(rollout_fragment_length=200).validate(),
+         "The buffer must hold at least the rows one `train()` samples."),
+    Case("An undiscounted robot on a world with cycles", _cycle_warning,
+         "A warning: if every policy leaves the cycle the values stay finite, otherwise use "
+         "`gamma_r < 1` or put the steps left into the state."),
+    Case("A checkpoint whose save did not finish", _incomplete_checkpoint,
+         "Restore an older checkpoint, or save again; a save never leaves a half-written "
+         "checkpoint under the name you gave it (see Fault tolerance)."),
+    Case("Non-finite updates that do not stop", _skips_in_a_row,
+         "With `on_nonfinite='skip'` a network whose loss or gradient is non-finite is skipped; "
+         "`max_nonfinite_skips` updates in a row of that means training will not recover."),
+    Case("An EnvRunner that keeps dying", _runner_keeps_dying,
+         "Its process dies (a crash in native code, the memory limit, ...) right after every "
+         "restart; `max_env_runner_failures` bounds the restarts. Look at the runner's log."),
     Case("A non-finite loss", _nonfinite_loss,
          "Usually a world or prior that returns NaN, or extreme `beta_r`/`xi`/`eta`; fix the "
-         "cause, or set `on_nonfinite='skip'` to skip such updates (counted in "
-         "`learners/default_policy/num_nonfinite_skips`)."),
+         "cause, or set `on_nonfinite='skip'` to skip that network's update while the others "
+         "learn (counted in `learners/default_policy/num_nonfinite_skips`)."),
 )
 
 

@@ -12,7 +12,11 @@
 - ``LearningRate/<net>`` for every existing network;
 - ``Loss/<net>``, ``Prediction/<net>``, ``Target/<net>`` for the active networks
   (iterations with a learner update);
-- ``Buffer/size``, ``Buffer/num_added``, ``Buffer/bytes_per_row``;
+- ``Buffer/size``, ``Buffer/num_added``, ``Buffer/states``, ``Buffer/tables``,
+  ``Buffer/bytes``, ``Buffer/bytes_per_transition`` (the replay memory, ``store``);
+- ``Residual/<net>``, ``Residual/<net>_max``, ``Residual/policy_change`` (``residual_rows``);
+- ``Runners/num_healthy``, ``Runners/num_lost``, ``Runners/num_restarts``,
+  ``Runners/num_failures`` (``rllib_empo.algorithm.faults``);
 - ``Exact/<figure>``: ``compare_to_exact`` figures (``exact_eval_interval`` > 0), written
   in the iterations that computed them (results repeat the latest, for Tune);
 - ``Progress/num_env_steps``, ``Progress/num_episodes``, ``Progress/training_iteration``;
@@ -21,7 +25,19 @@
 
 The x-axis (``global_step``) is the number of learner updates,
 ``result["Warmup"]["num_updates"]`` (docs/DESIGN.md: a warm-up step is a learner update).
-Several iterations may share a step while learning pauses after a buffer clear.
+Several iterations share a step while learning pauses after a buffer clear, and TensorBoard
+keeps one point per step and tag (the last written), so the two event tags are written at the
+learner update where the event happened instead of at the iteration's end:
+
+- ``Warmup/stage_transition``: 1.0 at the update of every stage transition the iteration
+  crossed (the schedule's boundary, even when several fall into one iteration), 0.0 at the
+  iteration's step otherwise (never over a 1.0 at the same step);
+- ``Warmup/buffer_clear``: the same for the replay-buffer clears (TensorBoard only; results
+  count them in ``Warmup/num_buffer_clears``).
+
+With ``exact_eval_interval`` > 0 every result carries ``Exact/*`` (a Tune metric must be in
+every result): before the first evaluation the figures are NaN and
+``Exact/training_iteration`` is 0 (not written to TensorBoard).
 
 Where the events go:
 
@@ -57,7 +73,10 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
 #: Result groups written as ``<group>/<key>`` (only numeric, finite values).
-TB_GROUPS = ("Warmup", "LearningRate", "Loss", "Prediction", "Target", "Buffer", "Exact")
+TB_GROUPS = ("Warmup", "LearningRate", "Loss", "Prediction", "Target", "Buffer", "Runners",
+             "Exact")
+#: Event tags written at the learner update of each event (module docstring).
+EVENT_TAGS = ("Warmup/stage_transition", "Warmup/buffer_clear")
 #: Suffix of the events files EmpoCallbacks writes.
 EVENTS_SUFFIX = ".empo"
 #: Under Tune (tensorboard_dir None): the subdirectory of the trial directory written to.
@@ -134,6 +153,24 @@ class IterationTimes:
                 for k, v in ema.items()}
 
 
+def event_steps(schedule, prev: int, step: int) -> dict:
+    """``{event tag: [learner updates]}`` of the stage transitions and buffer clears of the
+    schedule in ``(prev, step]``: those of an iteration that went from ``prev`` to ``step``."""
+    return {"Warmup/stage_transition": sorted({t for t, _ in schedule.stage_transitions()
+                                               if prev < t <= step}),
+            "Warmup/buffer_clear": [t for t in schedule.clear_points if prev < t <= step]}
+
+
+def fill_exact_placeholders(result: dict, config) -> None:
+    """NaN ``Exact/*`` figures (``Exact/training_iteration`` 0) in a result of a run that
+    evaluates (``exact_eval_interval`` > 0) but has not yet: a Tune metric must be in every
+    result, and NaN says "not known yet" (Tune ranks by the last result, which has one)."""
+    if not getattr(config, "exact_eval_interval", 0) or result.get("Exact"):
+        return
+    from rllib_empo.exact.compare import FIGURES
+    result["Exact"] = {**{k: math.nan for k in FIGURES}, "training_iteration": 0}
+
+
 def tensorboard_step(result: dict) -> int:
     """The x-axis value of a result: learner updates so far."""
     warmup = result.get("Warmup") or {}
@@ -175,6 +212,8 @@ class EmpoCallbacks(RLlibCallback):
         self._logdir: Optional[str] = None
         self._purge_step: Optional[int] = None
         self._times = IterationTimes()
+        self._prev_step = 0                  # learner updates at the end of the last result
+        self._last_event: dict = {}          # event tag -> last step written as 1.0
 
     @property
     def logdir(self) -> Optional[str]:
@@ -199,14 +238,25 @@ class EmpoCallbacks(RLlibCallback):
 
     @override(RLlibCallback)
     def on_train_result(self, *, algorithm, metrics_logger=None, result, **kwargs) -> None:
+        fill_exact_placeholders(result, algorithm.config)
+        step = tensorboard_step(result)
+        prev, self._prev_step = self._prev_step, step
         writer = self._get_writer(algorithm)
         if writer is None:
             return
-        step = tensorboard_step(result)
         for tag, value in scalars_from_result(result).items():
-            writer.add_scalar(tag, value, global_step=step)
+            if tag not in EVENT_TAGS:
+                writer.add_scalar(tag, value, global_step=step)
         for tag, value in self._times(result).items():
             writer.add_scalar(f"Time/{tag}", value, global_step=step)
+        schedule = getattr(algorithm, "schedule", None)
+        if schedule is not None:
+            for tag, steps in event_steps(schedule, prev, step).items():
+                for t in steps:
+                    writer.add_scalar(tag, 1.0, global_step=t)
+                    self._last_event[tag] = t
+                if self._last_event.get(tag) != step:
+                    writer.add_scalar(tag, 0.0, global_step=step)
         writer.flush()
 
     def on_empo_state_restored(self, *, algorithm, **kwargs) -> None:
@@ -216,6 +266,8 @@ class EmpoCallbacks(RLlibCallback):
         self.close()
         self._times.reset()
         self._purge_step = int(algorithm.num_updates) + 1
+        self._prev_step = int(algorithm.num_updates)
+        self._last_event = {}
 
     def close(self) -> None:
         """Flush and close the writer (a later result reopens it)."""
@@ -230,6 +282,18 @@ class EmpoCallbacks(RLlibCallback):
             pass
 
 
+def as_tensorboard_shows(points) -> list:
+    """The (step, value) points of one tag that TensorBoard's UI plots: a point written at a
+    step not after the previous one replaces every point from that step on (its data server
+    keeps one point per step, the last)."""
+    shown: list = []
+    for step, value in points:
+        while shown and shown[-1][0] >= step:
+            shown.pop()
+        shown.append((step, value))
+    return shown
+
+
 def read_scalars(logdir: str) -> dict:
     """``{tag: [(step, value), ...]}`` of every events file in ``logdir``, read with
     TensorBoard's own reader (so the steps a restore purged are dropped, as TensorBoard
@@ -241,4 +305,5 @@ def read_scalars(logdir: str) -> dict:
 
 
 __all__ = ["EmpoCallbacks", "IterationTimes", "read_scalars", "resolve_tensorboard_dir",
-           "scalars_from_result", "tensorboard_step", "TB_GROUPS", "EVENTS_SUFFIX", "TUNE_SUBDIR"]
+           "scalars_from_result", "tensorboard_step", "event_steps", "fill_exact_placeholders",
+           "as_tensorboard_shows", "TB_GROUPS", "EVENT_TAGS", "EVENTS_SUFFIX", "TUNE_SUBDIR"]

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import os
 from typing import List, Optional, Tuple
 
 import numpy as np
@@ -38,16 +39,19 @@ from ray.rllib.utils.metrics import (ENV_RUNNER_RESULTS, ENV_RUNNER_SAMPLING_TIM
                                      LEARNER_RESULTS, LEARNER_UPDATE_TIMER,
                                      NUM_ENV_STEPS_SAMPLED_LIFETIME, TIMERS)
 
-from rllib_empo.algorithm import runner_state
+from rllib_empo.algorithm import checkpoints, runner_state, state_checks
 from rllib_empo.algorithm.callbacks import EmpoCallbacks
 from rllib_empo.algorithm.env import EnvSettings, prior_from_env_config, table_spec, world_for_config
 from rllib_empo.algorithm.env_runner import EmpoEnvRunner
+from rllib_empo.algorithm.faults import RunnerHealth
 from rllib_empo.algorithm.store import ReplayStore
 from rllib_empo.algorithm.fields import DEFAULT_HIDDEN, FIELD_NAMES, FIELDS
 from rllib_empo.algorithm.learner import EMPO_KEY, EmpoTorchLearner, EmpoUpdate
 from rllib_empo.algorithm.metrics import log_exact_fidelity, log_iteration, log_residuals
 from rllib_empo.algorithm.module import EmpoRLModule
-from rllib_empo.algorithm.validation import check_cross_fields
+from rllib_empo.algorithm.nonfinite import CheckedWeights, repair_learners
+from rllib_empo.algorithm.resources import updates_per_call
+from rllib_empo.algorithm.validation import check_cross_fields, check_rllib_fields
 from rllib_empo.algorithm.values import LearnedValues
 from rllib_empo.exact.compare import compare_to_exact
 from rllib_empo.exact.solver import ExactSolution, solve
@@ -75,7 +79,7 @@ class EmpoConfig(AlgorithmConfig):
     def __init__(self, algo_class=None):
         super().__init__(algo_class=algo_class or Empo)
         # Overrides of AlgorithmConfig defaults.
-        self.train_batch_size_per_learner = 64
+        self.train_batch_size_per_learner = 256
         self.grad_clip = 10.0
         self.grad_clip_by = "global_norm"
         self.rollout_fragment_length = 50
@@ -102,8 +106,10 @@ class EmpoConfig(AlgorithmConfig):
 
     @override(AlgorithmConfig)
     def validate(self) -> None:
-        """RLlib's checks, then every EMPO field against its allowed range (ValueError
-        naming the field). Never mutates the config."""
+        """RLlib's own fields that EMPO relies on (before RLlib's checks, which would fail
+        deep inside on such values), RLlib's checks, then every EMPO field against its
+        allowed range (ValueError naming the field). Never mutates the config."""
+        check_rllib_fields(self)
         super().validate()
         for f in FIELDS:
             msg = f.check(getattr(self, f.name))
@@ -266,11 +272,18 @@ class Empo(Algorithm):
         self._weights_version = 0            # bumped whenever the Learner's weights change
         self._held = None                    # the residual rows (residual_rows)
         self._held_rng = np.random.default_rng([self.config.seed or 0, 1])
+        self._runner_health = RunnerHealth(self.config)   # lost / failing EnvRunners
         if self.config.verbose:
             print(f"[Warmup] Starting in stage {self.schedule.stage(0)}: "
                   f"{self.schedule.stage_name(self.schedule.stage(0))} "
                   f"(active networks: {set(self.schedule.active_networks(0))})")
         self._push_exploration()
+        if self.config.exact_eval_interval:
+            try:                     # a world too large to solve fails now, not at iteration k
+                self.exact_solution()
+            except Exception:
+                self.cleanup()       # the EnvRunners and Learners built above
+                raise
 
     # ------------------------------------------------------------------ training step
     @override(Algorithm)
@@ -297,15 +310,22 @@ class Empo(Algorithm):
                     break                               # paused after a clear / before start
                 # One learner call runs consecutive updates up to the next stage boundary
                 # (where a clear may pause learning); RLlib's per-call cost is paid once.
-                n = min(remaining, self._updates_to_next_stage(st["num_updates"]))
+                # ... and at most as many as keep the call's batch within the memory bound.
+                n = min(remaining, self._updates_to_next_stage(st["num_updates"]),
+                        updates_per_call(cfg.total_train_batch_size,
+                                         self.replay.rows.bytes_per_row))
                 self._update_chunk(n)
                 remaining -= n
                 updated = True
         transitions += self._advance_stage()
 
-        self.env_runner_group.sync_weights(from_worker_or_learner_group=self.learner_group,
-                                           inference_only=True)
+        # q_r reaches the EnvRunners only if finite (repaired from its target copy first).
+        self.env_runner_group.sync_weights(
+            from_worker_or_learner_group=CheckedWeights(self.learner_group,
+                                                        lambda bad: repair_learners(self.learner_group)),
+            inference_only=True)
         self._push_exploration()
+        self._runner_health.log(self.metrics, self.env_runner_group)
         log_iteration(self.metrics, self.schedule, st, self.replay, transitions > 0,
                       self._update_stats if updated else {})
         log_residuals(self.metrics, self.residuals())
@@ -317,12 +337,8 @@ class Empo(Algorithm):
         log_exact_fidelity(self.metrics, st.get("exact"))
 
     def _sample(self) -> tuple[list, list]:
-        group = self.env_runner_group
-        if group.num_remote_env_runners() == 0:
-            results = [group.local_env_runner.sample_rows()]
-        else:
-            results = group.foreach_env_runner(lambda er: er.sample_rows(),
-                                               local_env_runner=False, healthy_only=True)
+        # The local runner, or every healthy remote one; failures are counted and bounded.
+        results = self._runner_health.sample(self.env_runner_group, lambda er: er.sample_rows())
         for sample, _ in results:
             if isinstance(sample, BaseException):
                 raise sample                    # a world error from a runner (see sample_rows)
@@ -393,10 +409,12 @@ class Empo(Algorithm):
 
     @override(Algorithm)
     def restore_env_runners(self, env_runner_group):
-        """RLlib restarts lost EnvRunners with the current weights; beta_r and epsilon are
-        plain module attributes, so push them too."""
+        """RLlib restarts lost EnvRunners with the current weights; a restarted runner gets a
+        fresh random stream (``faults.RunnerHealth.restored``), and beta_r and epsilon,
+        which are plain module attributes, are pushed too."""
         restored = super().restore_env_runners(env_runner_group)
         if restored and env_runner_group is self.env_runner_group:
+            self._runner_health.restored(env_runner_group, restored)
             self._push_exploration()
         return restored
 
@@ -484,23 +502,52 @@ class Empo(Algorithm):
         """Learned V_h^e for (state, human position in human_agent_indices, goal) triples."""
         return self.learned_values().v_h_e_values(items)
 
-    def exact_solution(self) -> ExactSolution:
+    def exact_solution(self, max_states: Optional[int] = None) -> ExactSolution:
         """The exact solution of this algorithm's world, prior and theory parameters, solved
-        once (raises WorldProtocolError when the world is too large or cyclic)."""
+        once, of at most ``max_states`` (default ``exact_max_states``) states: raises
+        TooManyStatesError (one line naming the limit) or WorldProtocolError (cyclic)."""
         if self._exact is None:
             cfg = self.config
             world = self.world
             prior = prior_from_env_config(world, cfg.env_config, cfg.gamma_h)
-            self._exact = solve(world, prior, cfg.params, max_states=cfg.exact_max_states)
+            self._exact = solve(world, prior, cfg.params, limit_name="exact_max_states",
+                                max_states=max_states or cfg.exact_max_states)
         return self._exact
 
     # ------------------------------------------------------------------ checkpoints
+    # A save is atomic and a restore complete-or-nothing (rllib_empo.algorithm.checkpoints).
+    @override(Algorithm)
+    def save_to_path(self, path=None, *, state=None, filesystem=None, use_msgpack=False) -> str:
+        write = super().save_to_path
+        return checkpoints.save_atomically(
+            lambda p, fs: write(p, state=state, filesystem=fs, use_msgpack=use_msgpack),
+            path, filesystem)
+
+    @override(Algorithm)
+    def restore_from_path(self, path, *args, **kwargs) -> None:
+        """Restore a whole checkpoint: checked, read and validated before anything changes.
+        Partial restores (``component=``) and remote filesystems are RLlib's own."""
+        if args or kwargs.get("component") is not None or kwargs.get("filesystem") is not None \
+                or "://" in os.fspath(path):
+            return super().restore_from_path(path, *args, **kwargs)
+        self.set_state(checkpoints.read_checkpoint(path))
+
+    @classmethod
+    @override(Algorithm)
+    def from_checkpoint(cls, path, filesystem=None, **kwargs) -> "Empo":
+        """Refuse an incomplete checkpoint before building anything."""
+        if filesystem is None and isinstance(path, (str, os.PathLike)) and "://" not in os.fspath(path):
+            checkpoints.check_complete(path)
+        return super().from_checkpoint(path, filesystem=filesystem, **kwargs)
+
     @override(Algorithm)
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:
         state = super().get_state(components, not_components=not_components, **kwargs)
         if self._check_component("empo_counters", components, not_components):
             state["empo_counters"] = copy.deepcopy(self._empo)
             state["empo_rng"] = copy.deepcopy(self._rng.bit_generator.state)
+        if self._check_component(state_checks.SIGNATURE_KEY, components, not_components):
+            state[state_checks.SIGNATURE_KEY] = copy.deepcopy(state_checks.signature(self))
         if self._check_component("empo_env_runners", components, not_components):
             state["empo_env_runners"] = runner_state.capture_all(self)
         if self._check_component("empo_replay_buffer", components, not_components):
@@ -511,18 +558,29 @@ class Empo(Algorithm):
 
     @override(Algorithm)
     def set_state(self, state: dict) -> None:
+        """Validate ``state`` against this algorithm, then apply it; if applying fails, the
+        algorithm is rolled back (``state_checks.apply_or_roll_back``)."""
+        state_checks.apply_or_roll_back(
+            self, state,
+            prepare=lambda s: state_checks.optional_buffer(
+                lambda: ReplayStore(self.config.replay_capacity, self.replay.mode),
+                s.get("empo_replay_buffer")),
+            apply=self._apply_state)
+        for callback in getattr(self, "callbacks", None) or ():
+            if hasattr(callback, "on_empo_state_restored"):
+                callback.on_empo_state_restored(algorithm=self)
+
+    def _apply_state(self, state: dict, replay: Optional[ReplayStore]) -> None:
         super().set_state(state)
+        state_checks.restore_connectors(self, state)
         if "empo_counters" in state:
             self._empo = copy.deepcopy(state["empo_counters"])
             self._empo.pop("last_sync", None)   # older checkpoints: target copies are derived now
             self._rng.bit_generator.state = copy.deepcopy(state["empo_rng"])
-        if "empo_replay_buffer" in state:
-            self.replay.set_state(state["empo_replay_buffer"])
+        if replay is not None:
+            self.replay = replay
         self._attach_replay()          # the Learner's weights and memory both just changed
         self._weights_version += 1
         self._push_exploration()       # plain module attributes are not in checkpoints
         if state.get("empo_env_runners"):
             runner_state.restore_all(self, state["empo_env_runners"])
-        for callback in getattr(self, "callbacks", None) or ():
-            if hasattr(callback, "on_empo_state_restored"):
-                callback.on_empo_state_restored(algorithm=self)

@@ -27,8 +27,10 @@ import gymnasium as gym
 import numpy as np
 
 from rllib_empo.exact.priors import BoltzmannHumanPrior, HeuristicHumanPrior, UniformHumanPrior
+from rllib_empo.algorithm.faults import world_errors
 from rllib_empo.algorithm.tables import TableBuilder, TableSpec
-from rllib_empo.worlds.protocol import check_goals, check_world, num_robot_actions, world_name
+from rllib_empo.worlds.protocol import (check_goals, check_world, checked_achieved,
+                                        num_robot_actions, world_name)
 from rllib_empo.worlds.registry import WORLDS, make_world
 
 GENERIC_ENV_ID = "rllib_empo/World-v0"
@@ -221,6 +223,7 @@ class EmpoEnv(gym.Env):
         self.state, self.goals = None, None
 
     # ---- gymnasium API ------------------------------------------------------------------
+    @world_errors
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         super().reset(seed=seed)
         self._builder.rng = self.np_random
@@ -234,6 +237,7 @@ class EmpoEnv(gym.Env):
         self.goals = [self._draw_goal(h) for h in self.humans]
         return self._builder.encode(self.state), {}
 
+    @world_errors
     def step(self, action):
         if self.state is None:
             raise RuntimeError("EmpoEnv.step called before reset")
@@ -259,7 +263,7 @@ class EmpoEnv(gym.Env):
         self.state = s2
         terminated = bool(self.world.is_terminal(s2))
         if not terminated:
-            self.goals = [g if not g.is_achieved(s2) else self._draw_goal(h)
+            self.goals = [g if not checked_achieved(self.world, g, s2) else self._draw_goal(h)
                           for h, g in zip(self.humans, self.goals)]
         obs = b.encode(s2)
         return obs, 0.0, terminated, False, {"empo": EmpoStep(table.key)}

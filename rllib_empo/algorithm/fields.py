@@ -16,10 +16,11 @@ from typing import Any, Callable, Optional, Tuple
 
 import numpy as np
 
+from rllib_empo.exact.statespace import DEFAULT_MAX_STATES
 from rllib_empo.theory.params import PARAMS, Range
 from rllib_empo.theory.schedule import NETWORKS
 
-DEFAULT_HIDDEN = (64, 64)
+DEFAULT_HIDDEN = (256, 256)
 
 
 # ----------------------------------------------------------------------- range checks
@@ -149,8 +150,12 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "'log': MSE of log|value| for q_r, u_r, v_r, x_h (relative errors) and cross-entropy for v_h_e; 'mse': plain MSE everywhere."),
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
-    _F("updates_per_iteration", 8, _POS, "Learner updates per training_step()."),
-    _F("replay_sampling", "transitions", _choice("transitions", "states"),
+    _F("updates_per_iteration", 32, _POS, "Learner updates per training_step()."),
+    _F("ema_decay", 0.997, _float(0.0, 1.0, hi_open=True),
+       "Per-update decay of a running average of every network's weights; evaluation, the "
+       "learned values and the EnvRunners' q_r use the averages (0 = the latest weights). "
+       "Averaging removes the optimizer's jitter, which beta_r = 10 amplifies in pi_r."),
+    _F("replay_sampling", "states", _choice("transitions", "states"),
        "How minibatches draw replay rows: 'transitions' uniformly (states as often as visited); "
        "'states' every stored state equally often (the targets are exact expectations, so "
        "visitation need not weight the fit)."),
@@ -159,7 +164,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("max_goals_per_human", 16, _POS, "Goals per human stored per transition for X_h targets (more are sampled)."),
     _F("sum_human_actions", True, BOOL,
        "Sum human actions out under the prior (False: use the sampled human action)."),
-    _F("exploring_starts", 0.0, _float(0.0, 1.0),
+    _F("exploring_starts", 0.9, _float(0.0, 1.0),
        "Share of episodes that start from a random state seen earlier as a successor (coverage of rarely reached states)."),
     _F("epsilon", 0.05, EPSILON,
        "Robot epsilon-exploration; a schedule is piecewise-linear in learner updates."),
@@ -172,10 +177,18 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "network's distance from its fixed point); redrawn when its rows leave. 0 = off."),
     _F("exact_eval_interval", 0, _STEPS,
        "Every N training iterations compare with the exact solution on small worlds (0 = off)."),
-    _F("exact_max_states", 1_000_000, _POS,
+    _F("exact_max_states", DEFAULT_MAX_STATES, _POS,
        "Largest world (reachable states) the exact solver enumerates, for exact_eval_interval, "
        "evaluation and the command line."),
-    _F("on_nonfinite", "raise", _choice("raise", "skip"), "What to do on a non-finite loss: raise, or skip the update."),
+    _F("on_nonfinite", "raise", _choice("raise", "skip"),
+       "What to do on a non-finite loss or gradient: raise, or skip that network's update "
+       "(weights that become non-finite are restored from their target copy either way)."),
+    _F("max_nonfinite_skips", 100, _POS,
+       "Learner updates in a row with a skipped network or a restored one (on_nonfinite='skip') "
+       "after which training stops with FloatingPointError."),
+    _F("max_env_runner_failures", 3, _POS,
+       "Failures in a row of one EnvRunner (its process died; with restart_failed_env_runners "
+       "it is restarted in between) after which training stops with an error naming it."),
     _F("torch_num_threads", None, _optional(_POS, "each process's CPU allotment"),
        "Torch threads per process: None sizes the driver (and a local Learner and EnvRunner) to "
        "num_cpus_for_main_process, remote EnvRunners to num_cpus_per_env_runner, remote "

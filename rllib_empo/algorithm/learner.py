@@ -14,9 +14,14 @@ Only the active networks' losses are computed, so the others get no gradient and
 optimizer (one Adam, a parameter group per network) leaves them bit-identical.
 Gradient clipping follows RLlib's ``grad_clip``/``grad_clip_by``, per network;
 clipping by ``"global_norm"`` (the default) uses torch's fused ``_foreach`` kernels with
-RLlib's formula, and the finiteness of the same norms decides ``on_nonfinite``. A non-finite
-loss or gradient raises ``FloatingPointError`` or skips the update, as ``on_nonfinite`` says;
-it never reaches the weights.
+RLlib's formula, and the finiteness of the same norms decides ``on_nonfinite``.
+
+Non-finite numbers never reach the weights (``rllib_empo.algorithm.nonfinite``). A
+non-finite loss or gradient raises ``FloatingPointError`` (``on_nonfinite="raise"``) or
+skips that network's update, the other networks still learning (``"skip"``). Weights found
+non-finite (at the start of a learner call, or after an optimizer step that overflowed) are
+restored from the network's target copy, with fresh optimizer moments; ``"raise"`` then
+raises. ``max_nonfinite_skips`` updates in a row with something skipped stop training.
 """
 from __future__ import annotations
 
@@ -30,6 +35,7 @@ from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.utils.annotations import override
 
 from rllib_empo.algorithm.batch import TargetCache, expand
+from rllib_empo.algorithm.nonfinite import nonfinite_networks, restore_from_target
 from rllib_empo.algorithm.store import StoreReplica
 from rllib_empo.algorithm.targets import (LOG_SPACE_NETWORKS, compute_targets, loss_masks,
                                           value_loss)
@@ -39,6 +45,7 @@ from rllib_empo.theory.schedule import StepPlan
 EMPO_KEY = "empo"
 OPTIMIZER = "adam"
 CACHE_COMPONENT = "empo_target_cache"
+AVERAGE_COMPONENT = "empo_average_steps"
 
 
 @dataclass(frozen=True)
@@ -58,6 +65,9 @@ class EmpoTorchLearner(TorchLearner):
         super().build()     # builds the module and calls configure_optimizers_for_module
         self.module.foreach_module(
             lambda mid, m: m.make_target_networks() if isinstance(m, TargetNetworkAPI) else None)
+        if self.config.ema_decay > 0:
+            self.module.foreach_module(lambda mid, m: m.unwrapped().make_average_networks())
+        self._average_steps: dict = {}        # network -> updates folded into its average
         self._theory = EmpoParams.from_config(self.config)
         self._plans: tuple[StepPlan, ...] = ()
         self._step_i = 0
@@ -65,8 +75,10 @@ class EmpoTorchLearner(TorchLearner):
         self._log_stats = False
         self._active: tuple[str, ...] = ()
         self._beta_r = 0.0
-        self._skip = False
-        self._grads_finite = None      # set by postprocess_gradients_for_module (global norm)
+        self._skipped: set[str] = set()     # networks whose update is skipped (non-finite)
+        self._why = ""                      # what the last skip was about
+        self._skips_in_a_row = 0
+        self._grads_checked = False     # set by postprocess_gradients_for_module (global norm)
         self._view = None              # the replay memory (attach_replay / apply_replay_delta)
         self._cache = None
         self._residual_cache = None
@@ -189,6 +201,9 @@ class EmpoTorchLearner(TorchLearner):
             raise ValueError(f"EmpoTorchLearner.update needs timesteps[{EMPO_KEY!r}] = EmpoUpdate "
                              f"with one StepPlan per minibatch, got {update!r}")
         self._plans, self._log_last = update.plans, update.log
+        for module_id in self.module.keys():    # weights corrupted since the last call
+            module = self.module[module_id].unwrapped()
+            self.repair_nonfinite(module_id, module.network_names)
         self._begin_step(0)
 
     def _begin_step(self, i: int) -> None:
@@ -205,7 +220,7 @@ class EmpoTorchLearner(TorchLearner):
                 group["lr"] = lrs[group["network"]]
         self._beta_r = plan.beta_r
         self._log_stats = self._log_last and i == len(self._plans) - 1
-        self._skip = False
+        self._skipped = set()
 
     @override(TorchLearner)
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
@@ -217,24 +232,60 @@ class EmpoTorchLearner(TorchLearner):
         if not losses:
             return torch.zeros((), device=b.obs.device)
         total = sum(losses.values())
-        if not torch.isfinite(total):
+        bad = []
+        if not torch.isfinite(total):      # one sync on the common path
             bad = [n for n, l in losses.items() if not torch.isfinite(l)]
-            self._nonfinite(module_id, f"non-finite loss of {bad} (targets finite: "
+            self._nonfinite(bad, f"non-finite loss of {bad} (targets finite: "
                             f"{ {n: bool(torch.isfinite(targets[n]).all()) for n in bad} })")
-            return torch.zeros((), device=total.device)
+        # the skipped networks' (non-finite) figures are logged too, not left stale
         for n, l in (losses.items() if self._log_stats else ()):
             self.metrics.log_value((module_id, f"loss_{n}"), l.detach(), window=1)
             self.metrics.log_value((module_id, f"prediction_{n}"), fwd_out[n].detach().mean(),
                                    window=1)
             self.metrics.log_value((module_id, f"target_{n}"), targets[n].mean(), window=1)
+        if bad:
+            losses = {n: l for n, l in losses.items() if n not in bad}
+            if not losses:
+                return torch.zeros((), device=total.device)
+            total = sum(losses.values())
         return total
 
-    def _nonfinite(self, module_id, what: str) -> None:
+    def _nonfinite(self, networks, what: str) -> None:
+        """Networks ``networks`` had a non-finite loss or gradient: raise, or skip them."""
         if self.config.on_nonfinite == "raise":
             raise FloatingPointError(f"EMPO update stopped: {what}. Set on_nonfinite='skip' "
                                      "to skip such updates instead.")
-        self._skip = True
-        self.metrics.log_value((module_id, "num_nonfinite_skips"), 1, reduce="lifetime_sum")
+        self._skipped.update(networks)
+        self._why = what
+
+    def repair_nonfinite(self, module_id, names) -> list[str]:
+        """Restore the networks among ``names`` whose weights are non-finite from their
+        target copies (``nonfinite.restore_from_target``); returns them. With
+        ``on_nonfinite="raise"`` this then raises FloatingPointError."""
+        module = self.module[module_id].unwrapped()
+        bad = nonfinite_networks(module, names)
+        for name in bad:
+            restore_from_target(module, name, self.get_optimizer(module_id, OPTIMIZER))
+            self.metrics.log_value((module_id, "num_nonfinite_restores"), 1,
+                                   reduce="lifetime_sum")
+        averages = []            # running averages that took in non-finite weights: restart
+        if module.has_averages():
+            for name in names:
+                avg = list(module.net(name, average=True).parameters())
+                with torch.no_grad():
+                    if not bool(torch.isfinite(torch.stack(torch._foreach_norm(avg))).all()):
+                        torch._foreach_copy_(avg, list(module.net(name).parameters()))
+                        self._average_steps[name] = 0
+                        averages.append(name)
+        if (bad or averages) and self.config.on_nonfinite == "raise":
+            what = " and ".join(
+                ([f"the weights of {bad} became non-finite (restored from their target "
+                  "copies)"] if bad else []) +
+                ([f"the running averages of {averages} became non-finite (restarted from "
+                  "the weights)"] if averages else []))
+            raise FloatingPointError(f"EMPO update stopped: {what}. Set on_nonfinite='skip' "
+                                     "to go on after such a restore.")
+        return bad
 
     @override(TorchLearner)
     def postprocess_gradients_for_module(self, *, module_id, config=None, module_gradients_dict):
@@ -243,18 +294,19 @@ class EmpoTorchLearner(TorchLearner):
         one fused norm and one fused multiply per network instead of a Python loop over
         tensors; record whether every norm is finite for ``apply_gradients``. Clipping by
         "value" or "norm" is left to RLlib."""
-        self._grads_finite = None
+        self._grads_checked = False
         if config.grad_clip is not None and config.grad_clip_by != "global_norm":
             return super().postprocess_gradients_for_module(
                 module_id=module_id, config=config, module_gradients_dict=module_gradients_dict)
-        finite = True
+        bad = []
         for name in self._active:
             grads = [g for g in (module_gradients_dict.get(ref) for ref in
                                  self.network_parameter_refs(module_id, name)) if g is not None]
             if not grads:
                 continue
             norms = torch.stack(torch._foreach_norm(grads))
-            finite = finite and bool(torch.isfinite(norms).all())
+            if not bool(torch.isfinite(norms).all()):
+                bad.append(name)
             total = torch.linalg.vector_norm(norms.nan_to_num(neginf=-10e8, posinf=10e8))
             total = total.nan_to_num(neginf=-10e8, posinf=10e8)
             if config.grad_clip is not None:
@@ -263,30 +315,84 @@ class EmpoTorchLearner(TorchLearner):
             if self._log_stats or config.log_gradients:
                 self.metrics.log_value((module_id, f"gradients_{name}_global_norm"), total,
                                        window=1)
-        self._grads_finite = finite
+        if bad:
+            self._nonfinite(bad, f"non-finite gradient of {bad}")
+        self._grads_checked = True
         return dict(module_gradients_dict)
 
     @override(TorchLearner)
     def apply_gradients(self, gradients_dict) -> None:
-        """RLlib's step of the optimizers, unless the update is skipped (non-finite); then
-        this update's target copies, and on to the call's next update. Parameters without a
-        gradient (frozen networks) are left out: their optimizers skip them."""
+        """RLlib's step of the optimizers for the networks not skipped (non-finite loss or
+        gradient), a check that the step left their weights finite, then this update's
+        target copies, and on to the call's next update. Parameters without a gradient
+        (frozen or skipped networks) are left out: their optimizers skip them."""
         try:
             grads = {pid: g for pid, g in gradients_dict.items() if g is not None}
-            if not self._skip and grads and self._gradients_finite(grads):
+            if grads and not self._grads_checked:      # clipped by RLlib ("value"/"norm")
+                self._check_gradients(grads)
+            stepped = [n for n in self._active if n not in self._skipped]
+            for module_id in self.module.keys():
+                for name in self._skipped:
+                    for ref in self.network_parameter_refs(module_id, name):
+                        grads.pop(ref, None)
+                        self._params[ref].grad = None   # backward set it: Adam must skip it
+            restored = []
+            if grads:
                 super().apply_gradients(grads)
+                for module_id in self.module.keys():
+                    restored += self.repair_nonfinite(module_id, stepped)
+                self._update_averages(stepped)
+            if restored:
+                self._why = f"the step made the weights of {restored} non-finite"
+            self._count_skips(bool(restored))
             self._sync_targets(self._plans[self._step_i].sync)
         finally:
             self._begin_step(self._step_i + 1)
 
-    def _gradients_finite(self, grads: dict) -> bool:
-        finite = self._grads_finite
-        if finite is None:              # clipped by RLlib ("value"/"norm"): check here
-            finite = bool(torch.isfinite(torch.stack(torch._foreach_norm(list(grads.values())))).all())
-        if not finite:
-            for module_id in self.module.keys():
-                self._nonfinite(module_id, "non-finite gradient")
-        return finite
+    def _update_averages(self, names) -> None:
+        """avg <- d avg + (1 - d) weights for the networks just trained, with d = ema_decay
+        after a start-up (d_k = min(ema_decay, (1 + k) / (10 + k)) at the network's k-th
+        update, so that an average is not stuck at the initial weights)."""
+        decay = self.config.ema_decay
+        if decay <= 0:
+            return
+        for module_id in self.module.keys():
+            module = self.module[module_id].unwrapped()
+            for name in names:
+                k = self._average_steps.get(name, 0)
+                d = min(decay, (1.0 + k) / (10.0 + k))
+                avg = list(module.net(name, average=True).parameters())
+                torch._foreach_lerp_(avg, list(module.net(name).parameters()), 1.0 - d)
+                self._average_steps[name] = k + 1
+
+    def _check_gradients(self, grads: dict) -> None:
+        for module_id in self.module.keys():
+            bad = []
+            for n in self._active:
+                net_grads = [grads[r] for r in self.network_parameter_refs(module_id, n)
+                             if r in grads]
+                if net_grads and not bool(torch.isfinite(
+                        torch.stack(torch._foreach_norm(net_grads))).all()):
+                    bad.append(n)
+            if bad:
+                self._nonfinite(bad, f"non-finite gradient of {bad}")
+
+    def _count_skips(self, restored: bool) -> None:
+        """Count an update in which something was skipped or restored; too many in a row
+        stop training."""
+        if not self._skipped and not restored:
+            self._skips_in_a_row = 0
+            return
+        for module_id in self.module.keys():
+            self.metrics.log_value((module_id, "num_nonfinite_skips"), 1, reduce="lifetime_sum")
+        self._skips_in_a_row += 1
+        limit = self.config.max_nonfinite_skips
+        if self._skips_in_a_row >= limit:
+            raise FloatingPointError(
+                f"EMPO: {self._skips_in_a_row} learner updates in a row had non-finite values "
+                f"(on_nonfinite='skip', max_nonfinite_skips={limit}); the last: {self._why}. "
+                "Training stops, since it is not going to recover: look for NaN in the "
+                "world's encodings or the prior, or lower the learning rates or beta_r")
 
     @override(TorchLearner)
     def get_state(self, components=None, *, not_components=None, **kwargs):
@@ -294,11 +400,15 @@ class EmpoTorchLearner(TorchLearner):
         if self._cache is not None and self._check_component(CACHE_COMPONENT, components,
                                                              not_components):
             state[CACHE_COMPONENT] = self._cache.get_state()
+        if self._check_component(AVERAGE_COMPONENT, components, not_components):
+            state[AVERAGE_COMPONENT] = dict(self._average_steps)
         return state
 
     @override(TorchLearner)
     def set_state(self, state) -> None:
         super().set_state(state)
+        if AVERAGE_COMPONENT in state:
+            self._average_steps = dict(state[AVERAGE_COMPONENT])
         if self._cache is not None:
             if CACHE_COMPONENT in state:
                 self._pending_cache_state = None

@@ -33,9 +33,14 @@ METRICS = (
     ("Residual/<net>_max", "the largest such residual on the residual rows"),
     ("Residual/policy_change", "mean TV on the residual rows between pi_r of the current q_r and "
                                "of the last target copy, at the nominal beta_r"),
+    ("Runners/num_healthy", "remote EnvRunners in service (0 when the driver samples itself)"),
+    ("Runners/num_lost", "remote EnvRunners lost for good (restart_failed_env_runners=False)"),
+    ("Runners/num_restarts", "EnvRunner restarts so far (each restarted runner is reseeded)"),
+    ("Runners/num_failures", "EnvRunner failures (a process that died while sampling) so far"),
     ("Exact/<figure>", "with exact_eval_interval > 0: compare_to_exact figures (tv_pi_r_s0, ...) "
                        "of the latest evaluation, made every exact_eval_interval iterations; "
-                       "Exact/training_iteration says which"),
+                       "Exact/training_iteration says which (0 and NaN figures before the "
+                       "first, so that every result has them)"),
 )
 
 _GROUPS = {"loss": "Loss", "prediction": "Prediction", "target": "Target"}

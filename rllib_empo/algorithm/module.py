@@ -40,6 +40,7 @@ from ray.rllib.utils.annotations import override
 from rllib_empo.theory import equations as eq
 from rllib_empo.theory.schedule import NETWORKS
 TARGET_PREFIX = "target_"
+AVERAGE_PREFIX = "average_"
 LOG_RANGE = 30.0   # |log(-value)| bound of the negative heads: keeps exp() finite in float32
 
 
@@ -103,8 +104,8 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
     def network_names(self) -> tuple[str, ...]:
         return tuple(n for n in NETWORKS if isinstance(getattr(self, n, None), nn.Module))
 
-    def net(self, name: str, target: bool = False) -> nn.Module:
-        return getattr(self, TARGET_PREFIX + name if target else name)
+    def net(self, name: str, target: bool = False, average: bool = False) -> nn.Module:
+        return getattr(self, (TARGET_PREFIX if target else AVERAGE_PREFIX if average else "") + name)
 
     def set_exploration(self, beta_r: float, epsilon: float) -> None:
         self.beta_r, self.epsilon = float(beta_r), float(epsilon)
@@ -205,6 +206,30 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
         for name in self.network_names:
             setattr(self, TARGET_PREFIX + name, make_target_network(getattr(self, name)))
 
+    def make_average_networks(self) -> None:
+        """Running averages of the networks (Learner only; ``ema_decay``): what evaluation
+        reads and what the EnvRunners act with (see :meth:`get_state`)."""
+        for name in self.network_names:
+            setattr(self, AVERAGE_PREFIX + name, make_target_network(getattr(self, name)))
+
+    def has_averages(self) -> bool:
+        return hasattr(self, AVERAGE_PREFIX + "q_r")
+
+    @override(TorchRLModule)
+    def get_state(self, components=None, *, not_components=None, inference_only: bool = False,
+                  **kwargs):
+        """RLlib's state; the inference-only state (what EnvRunners receive) carries the
+        *averaged* q_r, when there is one, under q_r's own names."""
+        state = super().get_state(components, not_components=not_components,
+                                  inference_only=inference_only, **kwargs)
+        if inference_only and not self.inference_only and self.has_averages():
+            prefix = AVERAGE_PREFIX + "q_r."
+            avg = {k[len(AVERAGE_PREFIX):]: v for k, v in
+                   super().get_state(components, not_components=not_components).items()
+                   if k.startswith(prefix)}
+            state.update(avg)
+        return state
+
     @override(TargetNetworkAPI)
     def get_target_network_pairs(self):
         return [(getattr(self, n), getattr(self, TARGET_PREFIX + n)) for n in self.network_names]
@@ -216,4 +241,5 @@ class EmpoRLModule(TorchRLModule, TargetNetworkAPI, InferenceOnlyAPI):
     @override(InferenceOnlyAPI)
     def get_non_inference_attributes(self) -> list[str]:
         learner_only = [n for n in NETWORKS if n != "q_r"]
-        return learner_only + [TARGET_PREFIX + n for n in NETWORKS]
+        return learner_only + [TARGET_PREFIX + n for n in NETWORKS] + [AVERAGE_PREFIX + n
+                                                                       for n in NETWORKS]

@@ -44,7 +44,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from rllib_empo.worlds.keys import goal_key, stable_key, state_key
-from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, checked_encoding,
+from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, check_state_equality,
+                                        checked_achieved, checked_encoding,
                                         checked_goal_encoding, checked_prior, checked_successors,
                                         joint_action, num_robot_actions)
 
@@ -203,6 +204,9 @@ class TableBuilder:
                         succ.append(s2)
                     merged[k] = merged.get(k, 0.0) + float(p)
                 outcomes.append(merged)
+        for s2 in succ:
+            if s2 not in self._keys:   # new states only: one that never equals itself is an
+                check_state_equality(self.world, s2)   # error, not a new state at every step
         width = max(len(m) for m in outcomes)
         kk = np.full((len(outcomes), width), -1, np.int32)
         kp = np.zeros((len(outcomes), width), np.float32)
@@ -225,7 +229,7 @@ class TableBuilder:
         for i, goals in enumerate(goals_per_human):
             for j, g in enumerate(goals):
                 for k, s2 in enumerate(succ):
-                    ach[i, j, k] = bool(g.is_achieved(s2))
+                    ach[i, j, k] = checked_achieved(self.world, g, s2)
         return ach
 
     # ---- tables -------------------------------------------------------------------------

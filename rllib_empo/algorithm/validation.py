@@ -1,20 +1,83 @@
-"""Checks of an EmpoConfig beyond single-field ranges: cross-field limits and the world
-behind ``config.env`` / ``env_config``, run by ``EmpoConfig.validate()`` so that a bad setting
-fails in the first second with a message naming the field."""
+"""Checks of an EmpoConfig beyond the EMPO fields' own ranges: RLlib's fields that EMPO relies
+on (or ignores), cross-field limits, resources, and the world behind ``config.env`` /
+``env_config``, run by ``EmpoConfig.validate()`` so that a bad setting fails in the first
+second with a message naming the field."""
 from __future__ import annotations
 
 import math
 import os
+import warnings
 
 import gymnasium as gym
 import numpy as np
 
 from rllib_empo.algorithm import env as env_mod
-from rllib_empo.algorithm.fields import _GAMMA, _float
+from rllib_empo.algorithm.fields import BOOL, _GAMMA, _choice, _float, _int, _optional
+from rllib_empo.algorithm.resources import cluster_cpus, requested_cpus
 from rllib_empo.algorithm.tables import TableBuilder
-from rllib_empo.worlds.protocol import (WorldProtocolError, checked_transitions, num_agents,
-                                        world_name)
+from rllib_empo.worlds.protocol import (WorldProtocolError, checked_successors,
+                                        checked_transitions, num_agents, short_repr, world_name)
 from rllib_empo.worlds.registry import WORLDS, check_world_arguments, did_you_mean
+
+MAX_SEED = 2**31 - 1      # RLlib adds the worker index (and 1e6 for evaluation) to the seed,
+                          # and numpy's global seed must stay below 2**32
+
+# RLlib's own fields that EMPO uses: (name, (predicate, allowed)). Checked before RLlib's
+# validate(), which would otherwise fail deep inside (or not at all) on such values.
+RLLIB_FIELDS = (
+    ("train_batch_size_per_learner", _int(1)),
+    ("grad_clip", _optional(_float(0.0, lo_open=True), "no clipping")),
+    ("grad_clip_by", _choice("value", "norm", "global_norm")),
+    ("seed", (lambda v: v is None or (_int(0)[0](v) and v <= MAX_SEED),
+              f"None or an int in [0, {MAX_SEED}]")),
+    ("num_env_runners", _int(0)),
+    ("num_envs_per_env_runner", _int(1)),
+    ("rollout_fragment_length", (lambda v: v == "auto" or _int(1)[0](v), "'auto' or an int >= 1")),
+    ("num_cpus_per_env_runner", _float(0.0)),
+    ("num_learners", _int(0)),
+    ("sample_timeout_s", _optional(_float(0.0, lo_open=True), "wait for ever")),
+    ("restart_failed_env_runners", BOOL),
+    ("ignore_env_runner_failures", BOOL),
+    ("max_num_env_runner_restarts", _int(0)),
+    ("delay_between_env_runner_restarts_s", _float(0.0)),
+)
+
+# RLlib's fields that EMPO does not use, with RLlib's default and what to set instead. A value
+# other than the default would be silently ignored, so it is an error.
+UNUSED_RLLIB_FIELDS = (
+    ("lr", 0.001, "EMPO gives every network its own learning rate: set lr_q_r, lr_v_h_e, "
+                  "lr_x_h (and lr_u_r, lr_v_r when those are networks)"),
+    ("gamma", 0.99, "EMPO has two discount factors: set gamma_r (the robot's, eq. 4) and "
+                    "gamma_h (the humans', eq. 6)"),
+    ("num_epochs", 1, "every sampled minibatch is used once; set updates_per_iteration for "
+                      "more learner updates per iteration"),
+)
+
+
+def check_rllib_fields(cfg) -> None:
+    """RLlib's own fields: the ones EMPO uses must be in range, the ones it ignores must keep
+    RLlib's default. Raises ValueError naming the field and what is allowed."""
+    for name, (ok, allowed) in RLLIB_FIELDS:
+        value = getattr(cfg, name)
+        if not ok(value):
+            raise ValueError(f"{name} must be {allowed}, got {value!r}")
+    for name, default, instead in UNUSED_RLLIB_FIELDS:
+        value = getattr(cfg, name)
+        if not _same(value, default):
+            raise ValueError(f"{name} is not used by EMPO and must stay at RLlib's default "
+                             f"{default!r}, got {value!r}: {instead}")
+    mb = cfg.minibatch_size
+    if mb is not None and mb != cfg.train_batch_size_per_learner:
+        raise ValueError(f"minibatch_size is not used by EMPO and must be None (or equal "
+                         f"train_batch_size_per_learner), got {mb!r}: every learner update "
+                         "draws train_batch_size_per_learner rows")
+
+
+def _same(value, default) -> bool:
+    try:
+        return type(value) is not bool and bool(value == default)
+    except Exception:   # noqa: BLE001 -- e.g. an array, which is not a default either
+        return False
 
 
 def check_cross_fields(cfg) -> None:
@@ -27,12 +90,46 @@ def check_cross_fields(cfg) -> None:
     if cfg.learning_starts is not None and cfg.learning_starts > cfg.replay_capacity:
         raise ValueError(f"learning_starts ({cfg.learning_starts}) must be <= replay_capacity "
                          f"({cfg.replay_capacity})")
+    rows = _rows_per_iteration(cfg)
+    if cfg.replay_capacity < rows:
+        raise ValueError(
+            f"replay_capacity ({cfg.replay_capacity}) must be >= the rows one iteration samples "
+            f"({rows} = {max(cfg.num_env_runners or 0, 1)} EnvRunner(s) x "
+            f"num_envs_per_env_runner={cfg.num_envs_per_env_runner} x rollout_fragment_length="
+            f"{cfg.get_rollout_fragment_length()}): a smaller buffer overwrites rows before any "
+            "update sees them; raise replay_capacity or lower rollout_fragment_length")
     _check_beta_r_range(cfg)
     _check_u_r_range(cfg)
     _check_fault_tolerance(cfg)
     _check_tensorboard_dir(cfg)
     if cfg._validate_config:       # experimental(_validate_config=False) skips the env
+        _check_cpus(cfg)
         _check_environment(cfg)
+
+
+def _rows_per_iteration(cfg) -> int:
+    """Rows one training_step adds: every sampling EnvRunner's fragment of each of its envs."""
+    return (max(cfg.num_env_runners or 0, 1) * cfg.num_envs_per_env_runner
+            * cfg.get_rollout_fragment_length())
+
+
+def _check_cpus(cfg) -> None:
+    """EnvRunner (and Learner) actors that need more CPUs than Ray has are never placed, and
+    build_algo() waits for them for ever without a message."""
+    need, known = requested_cpus(cfg), cluster_cpus()
+    if known is None or need <= known[0] + 1e-9:
+        return                  # fits, or a cluster that Ray has not connected to yet
+    have, source = known
+    n, per = cfg.num_env_runners or 0, float(cfg.num_cpus_per_env_runner or 0)
+    learners = (f" + num_learners={cfg.num_learners} x num_cpus_per_learner="
+                f"{cfg.num_cpus_per_learner}" if cfg.num_learners else "")
+    fit = int(max(have - (need - n * per), 0) // per) if per else n
+    raise ValueError(
+        f"num_env_runners={n} x num_cpus_per_env_runner={per:g}{learners} needs {need:g} CPUs, "
+        f"but {source} {have:g}: Ray would never place the EnvRunners and build_algo() would "
+        f"wait for ever. Set num_env_runners <= {fit}, or a fractional "
+        f"num_cpus_per_env_runner (<= {have / max(n, 1):.3g}), or num_env_runners=0 (sampling "
+        "in the driver); on a cluster, start Ray with enough CPUs first")
 
 
 # |U_r| <= x_h_floor ** -(xi * eta) (eq. 8 where X_h sits at its floor). The learner computes in
@@ -188,6 +285,8 @@ def _check_environment(cfg) -> None:
             checked_transitions(w, s0, [0] * num_agents(w))
     except WorldProtocolError as err:
         _reraise(err, "env_config['world']")
+    if cfg.gamma_r == 1.0:
+        _warn_undiscounted_cycle(w, name)
     if not isinstance(world, str) and (cfg.num_env_runners or 0) > 0:
         from ray import cloudpickle
         try:
@@ -198,3 +297,65 @@ def _check_environment(cfg) -> None:
                 f"(num_env_runners={cfg.num_env_runners}), but pickling world {name!r} failed: "
                 f"{err}; register it by name (rllib_empo.worlds.register_world) or use "
                 "num_env_runners=0") from err
+
+
+class UndiscountedCycleWarning(UserWarning):
+    """gamma_r = 1 on a world whose state graph has a cycle."""
+
+
+# transition_probabilities calls the gamma_r = 1 cycle search makes at most (validate() must
+# stay fast); larger worlds are searched only near their initial state.
+CYCLE_SEARCH_CALLS = 20_000
+
+
+def find_cycle(world, max_calls: int = CYCLE_SEARCH_CALLS):
+    """A state that the world can return to (a cycle reachable from the initial state), found
+    by depth-first search over every joint action within ``max_calls`` calls of
+    ``transition_probabilities``; None if there is none within the budget."""
+    import itertools
+    n = num_agents(world)
+    joint = list(itertools.product(range(int(world.num_actions)), repeat=n))
+    max_states = max(1, max_calls // len(joint))
+    s0 = world.initial_state()
+    on_path, done, expanded = {s0}, set(), 0
+    stack = [(s0, iter(()) if world.is_terminal(s0) else _successors(world, s0, joint))]
+    while stack:
+        state, successors = stack[-1]
+        nxt = next(successors, None)
+        if nxt is None:
+            stack.pop()
+            on_path.discard(state)
+            done.add(state)
+            continue
+        if nxt in on_path:
+            return nxt
+        if nxt in done or expanded >= max_states:
+            continue
+        expanded += 1
+        on_path.add(nxt)
+        stack.append((nxt, iter(()) if world.is_terminal(nxt) else _successors(world, nxt, joint)))
+    return None
+
+
+def _successors(world, state, joint):
+    seen = set()
+    for ja in joint:
+        for _, s2 in checked_successors(world, state, ja):
+            if s2 not in seen:
+                seen.add(s2)
+                yield s2
+
+
+def _warn_undiscounted_cycle(world, name: str) -> None:
+    try:
+        state = find_cycle(world)
+    except WorldProtocolError:
+        return                  # a broken world is reported by the checks that use it
+    if state is not None:
+        warnings.warn(
+            f"gamma_r = 1 on world {name!r}, which has a cycle (the world can return to state "
+            f"{short_repr(state)}): without discounting, V_r adds U_r <= -1 for every step "
+            "the robot keeps the world in the cycle, so Q_r and V_r have no finite fixed point "
+            "unless every policy leaves the cycle with probability 1, and the learned values "
+            "drift towards -inf; use gamma_r < 1, or put the steps left into the state",
+            UndiscountedCycleWarning, stacklevel=4)

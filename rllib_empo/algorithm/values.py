@@ -1,7 +1,8 @@
 """Learned values on raw world states, on the driver.
 
-``LearnedValues`` keeps a copy of the Learner's networks (main ones, not the targets) in the
-driver process, filled from ``learner_group.get_weights()`` (RLlib's public accessor, the same
+``LearnedValues`` keeps a copy of the Learner's networks (their running averages when
+``ema_decay`` > 0, else the latest weights; never the targets) in the driver process, filled
+from ``learner_group.get_weights()`` (RLlib's public accessor, the same
 for a local and a remote Learner). ``Empo.values``, ``Empo.robot_policy`` and
 ``Empo.v_h_e_values`` read it; it is re-synced only when the weights changed.
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from rllib_empo.algorithm.env import world_for_config
-from rllib_empo.algorithm.module import EmpoRLModule
+from rllib_empo.algorithm.module import AVERAGE_PREFIX, TARGET_PREFIX, EmpoRLModule
 from rllib_empo.algorithm.targets import u_r_at, v_r_at, x_h_at
 from rllib_empo.theory.params import EmpoParams
 from rllib_empo.worlds.protocol import check_goals
@@ -38,7 +39,13 @@ class LearnedValues:
         self.version = None          # which weights the module holds (Empo's counter)
 
     def sync(self, weights: dict, version) -> None:
-        self.module.set_state(weights)
+        """Load the Learner's weights: the running averages of the networks where there are
+        some (``ema_decay`` > 0), else the latest weights."""
+        prefix = AVERAGE_PREFIX
+        averaged = {k[len(prefix):]: v for k, v in weights.items() if k.startswith(prefix)}
+        plain = {k: v for k, v in weights.items()
+                 if not k.startswith(prefix) and not k.startswith(TARGET_PREFIX)}
+        self.module.set_state({**plain, **averaged})
         self.version = version
 
     # ---- inputs -------------------------------------------------------------------------

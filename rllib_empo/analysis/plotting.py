@@ -1,41 +1,47 @@
 """PNG plots of a run (matplotlib ``Figure`` objects: no display needed, and the global
 backend of a notebook or script that imports this stays as it was).
 
-- :func:`plot_training_curves`: losses, beta_r and learning rates over learner updates, with
-  the warm-up stages as shaded vertical bands, from a progress record
-  (``rllib_empo.analysis.progress``; ``rllib-empo train`` writes ``progress.jsonl``).
-- :func:`plot_learned_vs_exact`: learned vs exact V_r and pi_r over the reachable
-  non-terminal states, when an exact solution exists (``rllib_empo.exact.solve``).
-- :func:`plot_value_heatmap`: X_h (or V_r) over the grid, by the cell of one human, for
-  worlds with ``grid_shape`` and ``human_cell(state, h)`` (the built-in grid worlds): the
-  mean over the given states in which that human stands on the cell (exact and learned side
-  by side when a solution is given).
+- :func:`plot_training_curves`: over learner updates, from a progress record
+  (``rllib_empo.analysis.progress``; ``rllib-empo train`` writes ``progress.jsonl``): the
+  V_h^e loss (cross-entropy) and the other networks' losses (MSE of log|value|) in separate
+  panels, beta_r, the learning rates, the fidelity to the exact solution when the run logged
+  ``Exact/*`` (``exact_eval_interval``, ``train --compare``) and the convergence residuals
+  when it logged ``Residual/*``; the warm-up stages as shaded bands, the buffer clears as
+  dashed lines.
+- :func:`plot_learned_vs_exact` and :func:`plot_value_heatmap` (``value_plots``): learned
+  against exact values and policies over the states, and X_h or V_r over a grid world's
+  cells, for every human, with the exact map and the difference when a solution is given.
 
-Every function writes one PNG and returns its path.
+Every ``plot_*`` function writes one PNG and returns its path; the ``*_figure`` functions
+return the matplotlib Figure instead.
 """
 from __future__ import annotations
 
 import os
 from typing import Optional, Sequence
 
-import matplotlib
 import numpy as np
-from matplotlib.colors import Normalize, SymLogNorm
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from rllib_empo.analysis.progress import column
+from rllib_empo.analysis.value_plots import (heatmap_figure, is_grid_world,
+                                             learned_vs_exact_figure, plot_learned_vs_exact,
+                                             plot_value_heatmap, save)
 from rllib_empo.theory.schedule import NETWORKS, STAGE_NAMES
 
 STAGE_COLORS = ("#4c72b0", "#55a868", "#8172b2", "#c44e52", "#937860", "#dd8452", "#8c8c8c")
 NET_COLORS = {"v_h_e": "#1f77b4", "x_h": "#2ca02c", "u_r": "#9467bd", "q_r": "#d62728",
               "v_r": "#ff7f0e"}
-
-
-def _save(fig, path) -> str:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    fig.savefig(path, dpi=110, bbox_inches="tight")
-    return path
+# Learning rates are often equal for every network: thick solid lines under thinner dashed
+# and dotted ones, with markers at staggered points, keep each visible where they overlap.
+NET_STYLES = {"v_h_e": ("-", 4.0, "o"), "x_h": ("--", 2.6, "s"), "u_r": ("-.", 2.0, "^"),
+              "q_r": (":", 1.6, "D"), "v_r": ((0, (1, 3)), 1.2, "v")}
+LOSS_KINDS = {"log": ("binary\ncross-entropy", "MSE of\nlog|value|"), "mse": ("MSE", "MSE")}
+FIDELITY = (("Exact/tv_pi_r_s0", "TV of pi_r at s0", "o-"),
+            ("Exact/mean_tv_pi_r", "mean TV of pi_r over states", "s--"),
+            ("Exact/v_r_s0_rel_error", "relative error of V_r(s0)", "^:"),
+            ("Exact/mean_abs_v_h_e_error", "mean |V_h^e error|", "v-."))
 
 
 def stage_spans(rows: Sequence[dict], stage_ends: Optional[Sequence[int]] = None
@@ -62,6 +68,20 @@ def stage_spans(rows: Sequence[dict], stage_ends: Optional[Sequence[int]] = None
     return spans
 
 
+def clear_steps(rows: Sequence[dict], clear_points: Optional[Sequence[int]] = None) -> list:
+    """Learner updates at which the replay buffer was cleared: the schedule's clearing points
+    the run reached (``run.json``), else the steps where ``Warmup/num_buffer_clears`` grew."""
+    last = max((r["step"] for r in rows), default=0)
+    if clear_points is not None:
+        return [c for c in clear_points if c <= last]
+    out, prev = [], 0
+    for x, n in zip(*column(rows, "Warmup/num_buffer_clears")):
+        if n > prev:
+            out.append(x)
+        prev = n
+    return out
+
+
 def _bands(ax, spans, label: bool = False) -> None:
     for stage, start, end in spans:
         ax.axvspan(start, max(end, start + 1e-9), color=STAGE_COLORS[stage], alpha=0.16, lw=0,
@@ -71,165 +91,112 @@ def _bands(ax, spans, label: bool = False) -> None:
                     ha="center", va="bottom", fontsize=7, color=STAGE_COLORS[stage])
 
 
-def plot_training_curves(rows: Sequence[dict], path, *, stage_ends: Optional[Sequence[int]] = None,
-                         title: str = "EMPO training") -> str:
-    """Losses (log scale), beta_r, learning rates (and exact-solution fidelity if the rows
-    have ``Exact/tv_pi_r_s0``) over learner updates, stages as shaded bands."""
+def _clears(ax, steps, label: bool = False) -> None:
+    for i, x in enumerate(steps):
+        ax.axvline(x, color="k", ls=(0, (4, 3)), lw=1.0, alpha=0.75,
+                   label="replay buffer cleared" if label and i == 0 else None)
+
+
+_SHORT = FuncFormatter(lambda v, _: f"{v:.2g}")
+
+
+def _log_axis(ax) -> None:
+    """A log y-axis with labels like 0.62, not 6.2e-1; minor ticks are labelled only when
+    the data span less than a decade (otherwise they would crowd)."""
+    ax.set_yscale("log")
+    ys = np.concatenate([np.asarray(line.get_ydata(), float) for line in ax.get_lines()])
+    ys = ys[np.isfinite(ys) & (ys > 0)]
+    ax.yaxis.set_major_formatter(_SHORT)
+    if ys.size and ys.max() / ys.min() < 10:
+        ax.yaxis.set_minor_formatter(_SHORT)
+        ax.tick_params(axis="y", which="minor", labelsize=7)
+    else:
+        ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _net_lines(ax, rows, group: str, nets, staggered: bool = False) -> None:
+    for k, net in enumerate(nets):
+        xs, ys = column(rows, f"{group}/{net}")
+        if not xs:
+            continue
+        ls, lw, marker = NET_STYLES[net]
+        every = max(1, len(xs) // 8)
+        ax.plot(xs, np.maximum(ys, 1e-12), ls=ls, lw=lw if staggered else 1.0,
+                color=NET_COLORS[net], label=net, marker=marker, ms=4,
+                markevery=(k * every // max(len(nets), 1), every) if staggered else every)
+
+
+def plot_training_curves(rows: Sequence[dict], path, **kwargs) -> str:
+    """Write :func:`training_curves_figure` as a PNG; returns its path."""
+    return save(training_curves_figure(rows, **kwargs), path)
+
+
+def training_curves_figure(rows: Sequence[dict], *, stage_ends: Optional[Sequence[int]] = None,
+                           clear_points: Optional[Sequence[int]] = None,
+                           value_loss: str = "log", title: str = "EMPO training") -> Figure:
+    """The panels of the module docstring over learner updates (``value_loss`` names the
+    losses: "log" or "mse", the run's config field)."""
     if not rows:
         raise ValueError("the progress record has no rows")
-    spans = stage_spans(rows, stage_ends)
-    has_exact = bool(column(rows, "Exact/tv_pi_r_s0")[0])
-    n = 4 if has_exact else 3
-    fig = Figure(figsize=(9, 2.4 * n + 0.6))
-    axes = fig.subplots(n, 1, sharex=True)
-    ax_loss, ax_beta, ax_lr = axes[:3]
-    for net in NETWORKS:
-        xs, ys = column(rows, f"Loss/{net}")
-        if xs:
-            ax_loss.plot(xs, np.maximum(ys, 1e-12), ".-", ms=2, lw=0.8, color=NET_COLORS[net],
-                         label=net)
-        xs, ys = column(rows, f"LearningRate/{net}")
-        if xs:
-            ax_lr.plot(xs, ys, "-", lw=1.2, color=NET_COLORS[net], label=net)
-    ax_loss.set_yscale("log")
-    ax_loss.set_ylabel("loss")
+    spans, clears = stage_spans(rows, stage_ends), clear_steps(rows, clear_points)
+    ce_kind, value_kind = LOSS_KINDS.get(value_loss, LOSS_KINDS["log"])
+    value_nets = [n for n in NETWORKS if n != "v_h_e" and column(rows, f"Loss/{n}")[0]]
+    residuals = sorted({k.split("/", 1)[1] for r in rows for k in r
+                        if k.startswith("Residual/")})
+    panels = ["v_h_e", "values", "beta", "lr"]
+    panels += ["exact"] if column(rows, "Exact/tv_pi_r_s0")[0] else []
+    panels += ["residual"] if residuals else []
+    fig = Figure(figsize=(10, 2.1 * len(panels) + 0.8))
+    axes = dict(zip(panels, fig.subplots(len(panels), 1, sharex=True)))
+
+    ax = axes["v_h_e"]
+    _net_lines(ax, rows, "Loss", ["v_h_e"])
+    _log_axis(ax)
+    ax.set_ylabel(f"V_h^e loss:\n{ce_kind}", fontsize=9)
+    ax = axes["values"]
+    _net_lines(ax, rows, "Loss", value_nets)
+    ax.set_ylabel(f"{', '.join(value_nets) or 'value'} loss:\n{value_kind}", fontsize=9)
+    if value_nets:
+        _log_axis(ax)
+    ax = axes["beta"]
     xs, ys = column(rows, "Warmup/effective_beta_r")
-    ax_beta.plot(xs, ys, "-", color="k", lw=1.4, label="effective beta_r")
-    ax_beta.set_ylabel("beta_r")
-    ax_lr.set_ylabel("learning rate")
-    if any(ax_lr.get_lines()):
-        ax_lr.set_yscale("log")
-    if has_exact:
-        ax_ex = axes[3]
-        for tag, style in (("Exact/tv_pi_r_s0", "o-"), ("Exact/mean_tv_pi_r", "s--")):
+    ax.plot(xs, ys, "-", color="k", lw=1.4, label="effective beta_r")
+    ax.set_ylabel("beta_r")
+    ax = axes["lr"]
+    _net_lines(ax, rows, "LearningRate", [n for n in NETWORKS
+                                          if column(rows, f"LearningRate/{n}")[0]], staggered=True)
+    ax.set_ylabel("learning rate")
+    if ax.get_lines():
+        _log_axis(ax)
+    if "exact" in axes:
+        ax = axes["exact"]
+        for tag, label, style in FIDELITY:
             xs, ys = column(rows, tag)
             if xs:
-                ax_ex.plot(xs, ys, style, ms=3, lw=1, label=tag.split("/")[1])
-        ax_ex.set_ylabel("TV to exact pi_r")
-        ax_ex.set_ylim(bottom=0)
-    for i, ax in enumerate(axes):
+                ax.plot(xs, ys, style, ms=3, lw=1, label=label)
+        ax.set_ylabel("error against the\nexact solution", fontsize=9)
+        ax.set_ylim(bottom=0)
+    if "residual" in axes:
+        ax = axes["residual"]
+        for name in residuals:
+            xs, ys = column(rows, f"Residual/{name}")
+            net = name.split("_max")[0]
+            ax.plot(xs, np.maximum(ys, 1e-12), "-" if not name.endswith("_max") else ":", lw=1,
+                    color=NET_COLORS.get(net), label=name)
+        ax.set_yscale("log")
+        ax.set_ylabel("convergence residual:\n|pred - target| / |target|", fontsize=9)
+    for i, ax in enumerate(axes.values()):
         _bands(ax, spans, label=(i == 0))
+        _clears(ax, clears, label=(i == 0))
         ax.grid(True, alpha=0.3)
-    handles, labels = ax_loss.get_legend_handles_labels()
-    ax_loss.legend(handles, labels, fontsize=7, ncol=2, loc="upper left", bbox_to_anchor=(1.01, 1))
-    for ax in axes[1:]:
-        if any(line.get_label()[:1] != "_" for line in ax.get_lines()):
+        if any(line.get_label()[:1] != "_" for line in ax.get_lines()) or i == 0:
             ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
-    axes[-1].set_xlabel("learner updates")
-    axes[0].set_title(title, pad=14)
-    return _save(fig, path)
+    ax.set_xlabel("learner updates")
+    fig.suptitle(title)
+    fig.subplots_adjust(hspace=0.45, right=0.74, top=1 - 0.55 / fig.get_figheight())
+    return fig
 
 
-def plot_learned_vs_exact(algo, solution, path, *, title: str = "learned vs exact") -> str:
-    """V_r per state (states sorted by exact V_r), pi_r(a|s) learned against exact for
-    every (state, action), and the distribution of the per-state TV distance."""
-    graph = solution.graph
-    idx = np.flatnonzero(~graph.terminal)
-    states = [graph.states[i] for i in idx]
-    learned = algo.values(states, need=("pi_r", "v_r"))
-    v_exact, pi_exact = solution.V_R[idx], solution.PI[idx]
-    order = np.argsort(v_exact)
-    tv = 0.5 * np.abs(learned["pi_r"] - pi_exact).sum(-1)
-    s0 = int(np.flatnonzero(idx == 0)[0])
-
-    fig = Figure(figsize=(15, 4.3))
-    a1, a2, a3 = fig.subplots(1, 3)
-    a1.plot(np.arange(len(idx)), learned["v_r"][order], ".", ms=3, alpha=0.6, color="#d62728",
-            label="learned")
-    a1.plot(np.arange(len(idx)), v_exact[order], "-", lw=1.5, color="k", label="exact")
-    a1.set_yscale("symlog", linthresh=1.0)
-    a1.set_xlabel("non-terminal states, sorted by exact V_r")
-    a1.set_ylabel("V_r")
-    a1.set_title("V_r over states")
-    a1.legend(fontsize=8)
-
-    a2.scatter(pi_exact.ravel(), learned["pi_r"].ravel(), s=4, alpha=0.35, color="#1f77b4",
-               label="(state, action)")
-    a2.scatter(pi_exact[s0], learned["pi_r"][s0], s=40, color="#d62728", marker="*",
-               label="initial state", zorder=3)
-    a2.plot([0, 1], [0, 1], "k--", lw=1)
-    a2.set_xlim(-0.02, 1.02)
-    a2.set_ylim(-0.02, 1.02)
-    a2.set_xlabel("exact pi_r(a|s)")
-    a2.set_ylabel("learned pi_r(a|s)")
-    a2.set_title("pi_r, every state and action")
-    a2.legend(fontsize=8, loc="upper left")
-
-    a3.hist(tv, bins=30, range=(0, 1), color="#8172b2", alpha=0.8)
-    a3.axvline(tv[s0], color="#d62728", lw=2, label=f"initial state: {tv[s0]:.3f}")
-    a3.axvline(tv.mean(), color="k", ls="--", lw=1, label=f"mean: {tv.mean():.3f}")
-    a3.set_xlabel("TV(learned pi_r, exact pi_r)")
-    a3.set_ylabel("states")
-    a3.set_title("policy error per state")
-    a3.legend(fontsize=8)
-    fig.suptitle(f"{title} ({len(idx)} non-terminal states)")
-    return _save(fig, path)
-
-
-def _grid_means(world, states, vals, human_pos: int) -> np.ndarray:
-    h = list(world.human_agent_indices)[human_pos]
-    width, height = world.grid_shape
-    total, count = np.zeros((height, width)), np.zeros((height, width))
-    for s, v in zip(states, vals):
-        x, y = world.human_cell(s, h)
-        total[y, x] += v
-        count[y, x] += 1
-    with np.errstate(invalid="ignore"):
-        return np.where(count > 0, total / np.maximum(count, 1), np.nan)
-
-
-def plot_value_heatmap(algo, states, path, *, quantity: str = "x_h", human: int = 0,
-                       solution=None, world=None, title: Optional[str] = None) -> str:
-    """Heat map of ``quantity`` ("x_h" of human ``human`` -- a position in
-    ``human_agent_indices`` -- or "v_r") by that human's cell, averaged over ``states``
-    (cells the human never occupies in them are blank). With ``solution`` the exact map is
-    drawn beside the learned one (only states the solution knows are used)."""
-    world = world if world is not None else algo.world
-    if not (hasattr(world, "grid_shape") and callable(getattr(world, "human_cell", None))):
-        raise ValueError(f"world {world!r} has no grid_shape / human_cell(state, h): "
-                         "a heat map needs a grid world")
-    if quantity not in ("x_h", "v_r"):
-        raise ValueError(f"quantity must be 'x_h' or 'v_r', got {quantity!r}")
-    states = [s for s in states if not world.is_terminal(s)]
-    if solution is not None:
-        states = [s for s in states if s in solution.graph.index]
-    if not states:
-        raise ValueError("no non-terminal states to plot")
-    learned = algo.values(states, need=(quantity,))[quantity]
-    learned = learned[:, human] if quantity == "x_h" else learned
-    maps = [("learned", _grid_means(world, states, learned, human))]
-    if solution is not None:
-        rows = [solution.graph.index[s] for s in states]
-        exact = solution.X_H[rows, human] if quantity == "x_h" else solution.V_R[rows]
-        maps.insert(0, ("exact", _grid_means(world, states, exact, human)))
-    finite = np.concatenate([m[np.isfinite(m)] for _, m in maps])
-    vmin, vmax = float(finite.min()), float(finite.max())
-    if vmax - vmin < 1e-12:
-        vmin, vmax = vmin - 0.5, vmax + 0.5
-    # V_r spans orders of magnitude (U_r ~ -X_h^(-xi*eta) near the X_h floor): log colours
-    norm = (SymLogNorm(linthresh=1.0, vmin=vmin, vmax=vmax) if quantity == "v_r"
-            else Normalize(vmin=vmin, vmax=vmax))
-    label = f"X_h (human {list(world.human_agent_indices)[human]})" if quantity == "x_h" else "V_r"
-    fig = Figure(figsize=(4.2 * len(maps) + 1.2, 3.4), layout="constrained")
-    axes = fig.subplots(1, len(maps), squeeze=False)
-    cmap = matplotlib.colormaps["viridis"].copy()
-    cmap.set_bad("#d9d9d9")
-    for ax, (name, grid) in zip(axes[0], maps):
-        im = ax.imshow(np.ma.masked_invalid(grid), cmap=cmap, norm=norm, origin="upper",
-                       interpolation="nearest")
-        for (y, x), v in np.ndenumerate(grid):
-            if np.isfinite(v):
-                ax.text(x, y, f"{v:.2f}" if abs(v) < 100 else f"{v:.0f}", ha="center",
-                        va="center", fontsize=7, color="w" if norm(v) < 0.5 else "k")
-        ax.set_title(f"{name} {label}")
-        ax.set_xticks(range(grid.shape[1]))
-        ax.set_yticks(range(grid.shape[0]))
-        ax.set_xlabel("x")
-        ax.set_ylabel("y")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.85)
-    fig.suptitle(title or f"{label} by the human's cell (mean over {len(states)} states; grey: "
-                          "never there)", fontsize=9)
-    return _save(fig, path)
-
-
-__all__ = ["plot_training_curves", "plot_learned_vs_exact", "plot_value_heatmap", "stage_spans"]
+__all__ = ["plot_training_curves", "plot_learned_vs_exact", "plot_value_heatmap", "stage_spans",
+           "clear_steps", "is_grid_world", "training_curves_figure", "learned_vs_exact_figure",
+           "heatmap_figure"]

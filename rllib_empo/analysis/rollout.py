@@ -50,16 +50,23 @@ def make_env(algo):
     return env
 
 
-def action_label(world, a_r: int) -> str:
-    """``"3"`` or, for the built-in grid worlds, ``"3 (left)"`` (per robot when several)."""
+def action_name(world, a_r: int):
+    """``"left"`` for the built-in grid worlds and worlds with ``action_names`` (``"up+left"``
+    for a joint action of two robots), else None."""
     names = getattr(world, "action_names", None)
     if names is None:
         from rllib_empo.worlds.grid import ACTION_NAMES, GridWorld
         names = ACTION_NAMES if isinstance(world, GridWorld) else None
     if names is None:
-        return str(a_r)
+        return None
     parts = decode_robot_action(a_r, int(world.num_actions), len(world.robot_agent_indices))
-    return f"{a_r} ({', '.join(names[a] for a in parts)})"
+    return "+".join(names[a] for a in parts)
+
+
+def action_label(world, a_r: int) -> str:
+    """``"3"`` or, where the actions have names, ``"3 (left)"``."""
+    name = action_name(world, a_r)
+    return str(a_r) if name is None else f"{a_r} ({name})"
 
 
 def rollout(algo, env=None, *, seed: int | None = None, max_steps: int = 1000) -> Episode:

@@ -8,7 +8,6 @@ May import everything else in the package; nothing imports this folder.
 """
 from __future__ import annotations
 
-import logging
 import sys
 import warnings
 from typing import Optional, Sequence
@@ -19,9 +18,8 @@ from rllib_empo.cli.parser import EXIT_USAGE, PROG, UsageError, build_parser
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Entry point of the ``rllib-empo`` console script. Returns the exit status."""
-    # RLlib's "running on the new API stack" notice and library deprecation warnings are
-    # noise on a command line (and would precede a one-line usage error).
-    logging.getLogger("ray.rllib.algorithms.algorithm_config").setLevel(logging.ERROR)
+    # Library deprecation warnings are noise on a command line (and would precede a one-line
+    # usage error); the notices of a plain run are silenced by rllib_empo.algorithm.notices.
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     parser = build_parser()
     try:

@@ -1,37 +1,76 @@
 """The ``rllib-empo`` subcommands (``train``, ``solve``, ``compare``, ``plot``, ``render``) and
-the helpers they share; ``rllib_empo.cli`` parses the arguments and dispatches here."""
+the helpers they share; ``rllib_empo.cli`` parses the arguments and dispatches here.
+
+Custom worlds: ``train`` records in ``run.json`` the modules it imported (``--import``, with
+the directory each was found in) and the world arguments; ``compare``, ``plot`` and
+``render`` import those modules again before they load the run's checkpoint, so a world
+registered by such a module loads from any working directory (``--import`` adds more).
+"""
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import json
+import math
 import os
 import sys
 import time
 
+import gymnasium as gym
 import numpy as np
 import ray
 
 from rllib_empo.algorithm.empo import Empo, EmpoConfig
-from rllib_empo.algorithm.env import (GENERIC_ENV_ID, env_id, env_ids, prior_from_env_config,
-                                      world_from_env_config)
+from rllib_empo.algorithm.env import GENERIC_ENV_ID, env_id, env_ids, world_from_env_config
 from rllib_empo.analysis import plotting
-from rllib_empo.analysis.evaluation import exact_fidelity, exact_solution_for
+from rllib_empo.analysis.evaluation import compare_to_exact, solve_world
 from rllib_empo.analysis.progress import (PROGRESS_FILE, ProgressWriter, read_progress,
                                           read_run_info, write_run_info)
-from rllib_empo.analysis.rollout import action_label, make_env, rollout
-from rllib_empo.cli.parser import EQUATION_FIELDS, UsageError, _literal
-from rllib_empo.exact.solver import solve
+from rllib_empo.analysis.progress_bar import TrainingProgress
+from rllib_empo.analysis.rollout import action_label, action_name, make_env, rollout
+from rllib_empo.cli.parser import DEFAULT_RUN_FACTOR, EQUATION_FIELDS, UsageError, _literal
+from rllib_empo.exact.statespace import TooManyStatesError
 from rllib_empo.theory.params import EmpoParams
-from rllib_empo.theory.schedule import stage_name
 from rllib_empo.worlds import make_world
 
-# ------------------------------------------------------------------ helpers
-def _import_modules(modules) -> None:
+#: How ``train --compare`` spaces its evaluations when --exact-eval-interval is not given.
+EVALUATIONS_PER_RUN = 20
+
+
+# ------------------------------------------------------------------ custom worlds
+def _import_modules(modules) -> list[dict]:
+    """Import ``modules`` (the working directory is searched too, as ``python -m`` does);
+    returns ``[{"module": name, "path": the sys.path entry it came from}, ...]``."""
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    records = []
     for m in modules:
         try:
-            importlib.import_module(m)
+            mod = importlib.import_module(m)
         except ImportError as err:
             raise UsageError(f"--import {m}: {err}")
+        path = getattr(mod, "__file__", None)
+        if path:
+            path = os.path.dirname(os.path.abspath(path))
+            if os.path.basename(mod.__file__) == "__init__.py":
+                path = os.path.dirname(path)
+            for _ in range(m.count(".")):
+                path = os.path.dirname(path)
+        records.append({"module": m, "path": path})
+    return records
+
+
+def _reimport(records) -> None:
+    """Import the modules a run recorded, from where they were found if needed."""
+    for rec in records or ():
+        name, path = rec.get("module"), rec.get("path")
+        if path and path not in sys.path and importlib.util.find_spec(name.split(".")[0]) is None:
+            sys.path.insert(0, path)
+        try:
+            importlib.import_module(name)
+        except ImportError as err:
+            raise UsageError(f"the run imported {name} (from {path}), which fails now: {err}; "
+                             "pass --import MODULE")
 
 
 def _world_kwargs(items) -> dict:
@@ -56,7 +95,9 @@ def env_spec(args) -> tuple[str, dict]:
         env_config["prior"] = args.prior
     if args.beta_h is not None:
         env_config["beta_h"] = args.beta_h
-    if env_id(args.world) in env_ids():
+    # A world's own id exists only where something registered it (the built-in ones, at
+    # import); any other world goes through the generic id, which every process has.
+    if env_id(args.world) in env_ids() and env_id(args.world) in gym.registry:
         return env_id(args.world), env_config
     return GENERIC_ENV_ID, {"world": args.world, **env_config}
 
@@ -73,8 +114,7 @@ def _fields(args) -> dict:
 def build_config(args):
     """The EmpoConfig of a ``train`` command line (validated; UsageError on bad values)."""
     env_id, env_config = env_spec(args)
-    fields = _fields(args)
-    training = dict(fields)
+    training = _fields(args)
     if args.train_batch_size is not None:
         training["train_batch_size_per_learner"] = args.train_batch_size
     runners = dict(num_env_runners=args.num_env_runners,
@@ -90,6 +130,17 @@ def build_config(args):
     except Exception as err:                         # noqa: BLE001 - config mistakes
         raise UsageError(str(err).strip().splitlines()[0] if str(err).strip() else repr(err))
     return config
+
+
+def default_updates(config) -> int:
+    """Learner updates of ``train`` without --updates/--iterations: the warm-up and the ramp,
+    then as long again in full training (at least one iteration's updates)."""
+    return max(DEFAULT_RUN_FACTOR * config.schedule.ends[-1], config.updates_per_iteration)
+
+
+def _too_large(err: TooManyStatesError) -> UsageError:
+    return UsageError(err.message("with --exact-max-states N (the config field "
+                                  "exact_max_states)"))
 
 
 def _init_ray(args) -> None:
@@ -116,26 +167,26 @@ def _checkpoint_dir(path: str) -> str:
     raise UsageError(f"{path!r} is not an RLlib checkpoint (no rllib_checkpoint.json)")
 
 
-def _load(path: str):
-    return Empo.from_checkpoint(path)
+def _load(args, path: str):
+    """The algorithm of checkpoint ``path`` (``_checkpoint_dir``), after importing the
+    modules its run recorded and ``--import``."""
+    _import_modules(getattr(args, "imports", ()))
+    _reimport(read_run_info(os.path.dirname(path)).get("imports"))
+    _init_ray(args)
+    try:
+        return Empo.from_checkpoint(path)
+    except ValueError as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else repr(err)
+        if "env_config['world']" in first:
+            first += "; pass --import MODULE for the module that registers the run's world"
+        raise UsageError(f"cannot load {path}: {first}")
 
 
-def _fmt(v: float) -> str:
-    return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.2e}"
-
-
-def format_iteration(result: dict, seconds: float) -> str:
-    """One console line of a train() result."""
-    w = result.get("Warmup", {})
-    stage = int(w.get("stage", 0))
-    losses = " ".join(f"{n}={_fmt(float(v))}" for n, v in sorted((result.get("Loss") or {}).items())
-                      if v is not None)
-    name = stage_name(stage).split(": ", 1)[-1]
-    mark = " *" if w.get("stage_transition") else ""
-    return (f"iter {int(result.get('training_iteration', 0)):5d} | updates "
-            f"{int(w.get('num_updates', 0)):6d} | stage {stage} {name:<17}{mark:2} | beta_r "
-            f"{float(w.get('effective_beta_r', 0.0)):6.3f} | loss {losses or '-'} | buffer "
-            f"{int((result.get('Buffer') or {}).get('size', 0))} | {seconds:.2f} s")
+def _exact(algo, args):
+    try:
+        return algo.exact_solution(max_states=getattr(args, "exact_max_states", None))
+    except TooManyStatesError as err:
+        raise _too_large(err)
 
 
 def _print_figures(figures: dict) -> None:
@@ -144,94 +195,118 @@ def _print_figures(figures: dict) -> None:
         print(f"  {k:<{width}}  {v:.6g}" if isinstance(v, float) else f"  {k:<{width}}  {v}")
 
 
-# ------------------------------------------------------------------ commands
+# ------------------------------------------------------------------ train
 def cmd_train(args) -> int:
-    _import_modules(args.imports)
+    imports = _import_modules(args.imports)
     config = build_config(args)
-    if args.iterations < 1 or (args.updates is not None and args.updates < 1):
-        raise UsageError("--iterations and --updates must be >= 1")
+    if args.iterations is not None:
+        total, unit, why = args.iterations, "iterations", "--iterations"
+    elif args.updates is not None:
+        total, unit, why = args.updates, "updates", "--updates"
+    else:
+        total, unit = default_updates(config), "updates"
+        why = (f"default: {DEFAULT_RUN_FACTOR} x the end of the beta_r ramp at "
+               f"{config.schedule.ends[-1]:,}; --updates N to change")
+    if args.compare and args.field_exact_eval_interval is None:
+        iterations = total if unit == "iterations" else math.ceil(
+            total / config.updates_per_iteration)
+        config.training(exact_eval_interval=max(1, iterations // EVALUATIONS_PER_RUN))
     out = os.path.abspath(args.out or os.path.join(
         "runs", f"{args.world}-{time.strftime('%Y%m%d-%H%M%S')}"))
-    os.makedirs(out, exist_ok=True)
     if args.field_tensorboard_dir is None:           # not given: into the run directory
         config.training(tensorboard_dir=os.path.join(out, "tensorboard"))
-    write_run_info(out, config, argv=sys.argv[1:], world=args.world)
     _init_ray(args)
-    algo = config.build_algo()
+    try:
+        algo = config.build_algo()                   # solves the world if it evaluates
+    except TooManyStatesError as err:
+        raise _too_large(err)
+    try:
+        return _train(args, config, algo, out, total, unit, why, imports)
+    finally:
+        algo.stop()
+
+
+def _train(args, config, algo, out, total, unit, why, imports) -> int:
+    os.makedirs(out, exist_ok=True)
+    write_run_info(out, config, argv=sys.argv[1:], world=args.world,
+                   world_args=_world_kwargs(args.world_arg), prior=args.prior,
+                   beta_h=args.beta_h, imports=imports, run_length={unit: total})
     print(f"training EMPO on {args.world} -> {out}")
     print(config.format_stages_table(markdown=False))
-    ckpt = os.path.join(out, "checkpoint")
+    print(f"run: {total:,} {'learner updates' if unit == 'updates' else 'iterations'} ({why})")
+    mode = "none" if args.quiet else args.progress
     interrupted = False
-    try:
-        with ProgressWriter(os.path.join(out, PROGRESS_FILE)) as progress:
-            i = 0
-            while True:
-                t0 = time.perf_counter()
+    with ProgressWriter(os.path.join(out, PROGRESS_FILE)) as record, \
+            TrainingProgress(total, unit=unit, mode=mode) as progress:
+        try:
+            while progress.position < total:
                 result = algo.train()
-                progress.write(result)
-                i += 1
-                if not args.quiet:
-                    print(format_iteration(result, time.perf_counter() - t0), flush=True)
-                if args.updates is not None:
-                    if result["Warmup"]["num_updates"] >= args.updates:
-                        break
-                elif i >= args.iterations:
-                    break
-    except KeyboardInterrupt:
-        interrupted = True
+                record.write(result)
+                progress.update(result)
+        except KeyboardInterrupt:
+            interrupted = True
+    if interrupted:
         print("\ninterrupted: saving a checkpoint")
+    for line in progress.summary():
+        print(line)
+    ckpt = os.path.join(out, "checkpoint")
     algo.save_to_path(ckpt)
     print(f"checkpoint: {ckpt}")
     if config.tensorboard_dir:
         print(f"tensorboard: tensorboard --logdir {config.tensorboard_dir}")
+    print(f"plots: rllib-empo plot {out}")
     if args.compare and not interrupted:
         print("compared with the exact solution:")
-        _print_figures(exact_fidelity(algo))
-    algo.stop()
+        _print_figures(compare_to_exact(algo, _exact(algo, args)))
     return 130 if interrupted else 0
 
 
+# ------------------------------------------------------------------ solve
 def cmd_solve(args) -> int:
     _import_modules(args.imports)
-    env_id, env_config = env_spec(args)
+    _, env_config = env_spec(args)
     try:
         params = EmpoParams(**{k: v for k, v in _fields(args).items() if k in EQUATION_FIELDS})
     except ValueError as err:
         raise UsageError(str(err))
-    world_cfg = {k: v for k, v in env_config.items() if k not in ("prior", "beta_h")}
-    world_cfg.setdefault("world", args.world)
-    world = world_from_env_config(world_cfg)
+    env_config = {**env_config, "world": args.world}
+    world = world_from_env_config({k: v for k, v in env_config.items()
+                                   if k not in ("prior", "beta_h")})
     t0 = time.perf_counter()
-    prior = prior_from_env_config(world, {**env_config, "world": args.world}, params.gamma_h)
-    t_prior = time.perf_counter() - t0
-    t1 = time.perf_counter()
     try:
-        sol = solve(world, prior, params, max_states=args.max_states)
+        sol, _ = solve_world(world, env_config, params, max_states=args.max_states,
+                             limit_name="--max-states")
+    except TooManyStatesError as err:
+        raise UsageError(err.message(f"with --max-states N (now {args.max_states})"))
     except ValueError as err:
         raise UsageError(f"cannot solve {args.world} exactly: {err}")
-    t_solve = time.perf_counter() - t1
+    seconds = time.perf_counter() - t0
+    render = getattr(world, "render", None)
+    if callable(render):
+        print(render(sol.initial_state))
     print(sol.summary())
-    nonterminal = len(sol.nonterminal_states)
-    print(f"states: {sol.num_states} reachable, {nonterminal} non-terminal")
-    print(f"time: prior {t_prior:.2f} s, phase 2 {t_solve:.2f} s")
+    print(f"\n  a_r  {'robot action':<14}  {'Q_r(s0, a_r)':>13}  {'pi_r(a_r | s0)':>14}")
+    for a, (q, p) in enumerate(zip(sol.Q[0], sol.PI[0])):
+        print(f"  {a:>3}  {action_name(world, a) or '-':<14}  {q:>13.4f}  {p:>14.4f}")
+    print(f"\nstates: {sol.num_states} reachable, {len(sol.nonterminal_states)} non-terminal")
+    print(f"time: prior and phase 2 {seconds:.2f} s (phase 2 {sol.solve_time_s:.2f} s)")
     return 0
 
 
+# ------------------------------------------------------------------ compare, plot, render
 def cmd_compare(args) -> int:
     path = _checkpoint_dir(args.checkpoint)
-    _init_ray(args)
-    algo = _load(path)
+    algo = _load(args, path)
     try:
-        figures = exact_fidelity(algo)
-    except ValueError as err:
-        raise UsageError(f"no exact solution for this checkpoint's world: {err}")
-    if args.json:
-        print(json.dumps(figures))
-    else:
-        print(f"checkpoint {path}: {algo.num_updates} learner updates, stage "
-              f"{algo.schedule.stage(algo.num_updates)}")
-        _print_figures(figures)
-    algo.stop()
+        figures = compare_to_exact(algo, _exact(algo, args))
+        if args.json:
+            print(json.dumps(figures))
+        else:
+            print(f"checkpoint {path}: {algo.num_updates} learner updates, stage "
+                  f"{algo.schedule.stage(algo.num_updates)}")
+            _print_figures(figures)
+    finally:
+        algo.stop()
     return 0
 
 
@@ -242,17 +317,21 @@ def cmd_plot(args) -> int:
     run_dir = run if os.path.isdir(run) else os.path.dirname(os.path.abspath(run))
     out = args.out or run_dir
     written = []
-    progress_path = run if os.path.isfile(run) else os.path.join(run, "progress.jsonl")
+    progress_path = run if os.path.isfile(run) else os.path.join(run, PROGRESS_FILE)
+    info = read_run_info(run_dir)
     if os.path.isfile(progress_path):
         try:
             rows = read_progress(progress_path)
         except ValueError as err:
             raise UsageError(str(err))
-        info = read_run_info(run_dir)
+        if rows and not any("Exact/tv_pi_r_s0" in r for r in rows):
+            print("no fidelity panel: the run logged no exact evaluation (train with --compare "
+                  "or --exact-eval-interval N)")
         if rows:
             written.append(plotting.plot_training_curves(
                 rows, os.path.join(out, "training_curves.png"),
-                stage_ends=info.get("stage_ends"),
+                stage_ends=info.get("stage_ends"), clear_points=info.get("clear_points"),
+                value_loss=info.get("value_loss", "log"),
                 title=f"EMPO training on {info.get('world', os.path.basename(run_dir))}"))
     ckpt = args.checkpoint
     if ckpt is None and os.path.isdir(run) and os.path.isfile(
@@ -269,18 +348,19 @@ def cmd_plot(args) -> int:
 
 def _plot_checkpoint(args, ckpt: str, out: str) -> list:
     """Learned vs exact (when the world can be solved) and the heat map (grid worlds)."""
-    _init_ray(args)
-    algo = _load(ckpt)
+    algo = _load(args, ckpt)
     written = []
     try:
         world = algo.world
-        grid = hasattr(world, "grid_shape") and callable(getattr(world, "human_cell", None))
-        if grid and not 0 <= args.human < len(world.human_agent_indices):
-            raise UsageError(f"--human must be in 0..{len(world.human_agent_indices) - 1}")
+        grid = plotting.is_grid_world(world)
+        humans = len(world.human_agent_indices)
+        if grid and args.human != "all" and not 0 <= args.human < humans:
+            raise UsageError(f"--human must be all or in 0..{humans - 1}")
         try:
-            solution = exact_solution_for(algo)
+            solution = algo.exact_solution(max_states=args.exact_max_states)
         except Exception as err:                     # noqa: BLE001 - too large, cyclic ...
-            print(f"no exact solution ({err}); the heat map uses rollouts of the policy")
+            msg = (_too_large(err) if isinstance(err, TooManyStatesError) else err)
+            print(f"no exact solution: {msg}; the heat map uses rollouts of the policy")
             solution = None
         if solution is not None:
             written.append(plotting.plot_learned_vs_exact(
@@ -290,9 +370,12 @@ def _plot_checkpoint(args, ckpt: str, out: str) -> list:
             env = make_env(algo)
             states = [s for e in range(args.episodes) for s in rollout(algo, env, seed=e).states]
         if grid:
+            label = ("reachable non-terminal states" if solution is not None else
+                     f"non-terminal states of {args.episodes} rollouts of the learned policy")
             written.append(plotting.plot_value_heatmap(
                 algo, states, os.path.join(out, f"heatmap_{args.quantity}.png"),
-                quantity=args.quantity, human=args.human, solution=solution, world=world))
+                quantity=args.quantity, human=args.human, solution=solution, world=world,
+                states_label=label))
     finally:
         algo.stop()
     return written
@@ -300,21 +383,20 @@ def _plot_checkpoint(args, ckpt: str, out: str) -> list:
 
 def cmd_render(args) -> int:
     path = _checkpoint_dir(args.checkpoint)
-    if args.episodes < 1 or args.max_steps < 1:
-        raise UsageError("--episodes and --max-steps must be >= 1")
-    _init_ray(args)
-    algo = _load(path)
-    env = make_env(algo)
-    for e in range(args.episodes):
-        episode = rollout(algo, env, seed=args.seed + e, max_steps=args.max_steps)
-        print(f"=== episode {e + 1} (seed {args.seed + e}) ===")
-        for t, step in enumerate(episode.steps):
-            print(f"--- t={t}  robot action {action_label(env.world, step.action)}  "
-                  f"pi_r={np.array2string(step.probs, precision=2, separator=' ')}")
-            print(step.frame)
-        print(f"--- t={len(episode.steps)}  (end)")
-        print(episode.final_frame)
-    algo.stop()
+    algo = _load(args, path)
+    try:
+        env = make_env(algo)
+        for e in range(args.episodes):
+            episode = rollout(algo, env, seed=args.seed + e, max_steps=args.max_steps)
+            print(f"=== episode {e + 1} (seed {args.seed + e}) ===")
+            for t, step in enumerate(episode.steps):
+                print(f"--- t={t}  robot action {action_label(env.world, step.action)}  "
+                      f"pi_r={np.array2string(step.probs, precision=2, separator=' ')}")
+                print(step.frame)
+            print(f"--- t={len(episode.steps)}  (end)")
+            print(episode.final_frame)
+    finally:
+        algo.stop()
     return 0
 
 

@@ -21,15 +21,55 @@ and reports, over the reachable non-terminal states of ``solution``:
   ``mean_tv_pi_r_decision``; and on the states where the exact best action leads the second
   by more than 0.05 (``num_clear_states``), ``greedy_agreement_clear``: the share where the
   learned policy's most likely action is the exact best one (NaN when there is none).
+
+:data:`CONVERGENCE_BARS` states what a converged run reaches; :func:`bars_met` and
+:func:`worst_figures` read figures against them.
 """
 from __future__ import annotations
 
 import numpy as np
 
+#: What "converged" means against an exact solution: figure -> (direction, bound). A run meets
+#: the bars when every figure is on the right side of its bound (a NaN figure, such as
+#: greedy_agreement_clear on a world without clear states, has nothing to miss).
+CONVERGENCE_BARS = {
+    "tv_pi_r_s0": ("<=", 0.03),
+    "v_r_s0_rel_error": ("<=", 0.03),
+    "mean_tv_pi_r": ("<=", 0.03),
+    "mean_abs_v_h_e_error": ("<=", 0.02),
+    "mean_tv_pi_r_decision": ("<=", 0.05),
+    "greedy_agreement_clear": (">=", 0.95),
+}
+
+
+def bars_met(figures: dict, bars: dict = CONVERGENCE_BARS) -> dict:
+    """{figure: whether it meets its bar} for the figures of ``bars``."""
+    out = {}
+    for name, (direction, bound) in bars.items():
+        v = float(figures[name])
+        out[name] = bool(np.isnan(v) or (v <= bound if direction == "<=" else v >= bound))
+    return out
+
+
+def worst_figures(history: list, bars: dict = CONVERGENCE_BARS) -> dict:
+    """The worst value of each figure of ``bars`` over the evaluations ``history`` (the
+    largest for an upper bound, the smallest for a lower bound; NaN values skipped)."""
+    out = {}
+    for name, (direction, _) in bars.items():
+        vals = [float(f[name]) for f in history if not np.isnan(float(f[name]))]
+        out[name] = (max(vals) if direction == "<=" else min(vals)) if vals else float("nan")
+    return out
+
+
 #: pi_r differs between actions by more than this at a decision state.
 DECISION_TOLERANCE = 1e-6
 #: the exact best action leads the second by more than this at a "clear" state.
 CLEAR_LEAD = 0.05
+#: The keys of ``compare_to_exact``'s result, in order.
+FIGURES = ("tv_pi_r_s0", "v_r_s0_rel_error", "mean_tv_pi_r", "max_tv_pi_r", "argmax_agreement",
+           "mean_abs_v_h_e_error", "mean_abs_x_h_error", "q_r_s0_max_rel_error", "num_states",
+           "num_decision_states", "mean_tv_pi_r_decision", "num_clear_states",
+           "greedy_agreement_clear")
 
 
 def compare_to_exact(learned, solution) -> dict:

@@ -21,7 +21,7 @@ import torch
 
 from rllib_empo.theory.equations import boltzmann_policy
 from rllib_empo.exact.statespace import StateGraph
-from rllib_empo.worlds.protocol import WorldProtocolError, world_name
+from rllib_empo.worlds.protocol import WorldProtocolError, checked_achieved, world_name
 
 
 def _stay(num_actions: int) -> np.ndarray:
@@ -58,7 +58,7 @@ class HeuristicHumanPrior:
         self.num_actions = int(world.num_actions)
 
     def __call__(self, state, h, goal) -> np.ndarray:
-        if goal.is_achieved(state):
+        if checked_achieved(self.world, goal, state):
             return _stay(self.num_actions)
         logits = -self.beta_h * np.asarray(self.world.goal_distance_after(state, h, goal), float)
         logits -= logits.max()
@@ -85,12 +85,14 @@ class BoltzmannHumanPrior:
 
     @classmethod
     def solve(cls, world, beta_h: float = 10.0, gamma_h: float = 0.99,
-              graph: StateGraph | None = None) -> "BoltzmannHumanPrior":
-        """Backward induction of phase 1 over every reachable state of ``world``."""
+              graph: StateGraph | None = None, max_states: int | None = None,
+              limit_name: str = "max_states") -> "BoltzmannHumanPrior":
+        """Backward induction of phase 1 over every reachable state of ``world`` (at most
+        ``max_states`` of them: TooManyStatesError, see ``StateGraph``)."""
         if beta_h < 0 or not 0 < gamma_h <= 1:
             raise ValueError(f"beta_h must be >= 0 and gamma_h in (0, 1], got {beta_h}, {gamma_h}")
         t0 = time.perf_counter()
-        graph = graph or StateGraph(world)
+        graph = graph or StateGraph(world, max_states, limit_name)
         tables, values = {}, {}
         for h in graph.humans:
             tables[h], values[h] = _solve_phase1(graph, h, beta_h, gamma_h)

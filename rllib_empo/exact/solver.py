@@ -23,9 +23,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from rllib_empo.exact.statespace import StateGraph
+from rllib_empo.exact.statespace import DEFAULT_MAX_STATES, StateGraph, TooManyStatesError
 from rllib_empo.theory import equations as eq
 from rllib_empo.theory.params import EmpoParams
+from rllib_empo.worlds.protocol import world_name
 
 _LETTERS = "abcdefghijklmnop"
 
@@ -126,14 +127,17 @@ def prior_table(prior, graph: StateGraph, h: int, goals: list) -> np.ndarray:
 
 
 def solve(world, prior, params: EmpoParams | None = None, *,
-          graph: StateGraph | None = None, max_states: int | None = None,
-          verbose: bool = False, **param_values) -> ExactSolution:
+          graph: StateGraph | None = None, max_states: int | None = DEFAULT_MAX_STATES,
+          limit_name: str = "max_states", verbose: bool = False,
+          **param_values) -> ExactSolution:
     """Solve EMPO phase 2 exactly on ``world`` with human prior ``prior``.
 
     ``params`` is an ``EmpoParams``; alternatively give its fields as keywords
     (``beta_r=10.0, gamma_h=0.99, ...``; the others keep EmpoParams' defaults).
     Reuses ``prior.graph`` (a BoltzmannHumanPrior's enumeration of the same world) when given.
-    Raises WorldProtocolError for a cyclic world or one with more than ``max_states`` states.
+    Raises WorldProtocolError for a cyclic world, TooManyStatesError (its message names
+    ``limit_name``) for one with more than ``max_states`` states, whichever graph is used
+    (default DEFAULT_MAX_STATES, the config's ``exact_max_states``; None: no limit).
     """
     if params is None:
         params = EmpoParams(**param_values)
@@ -146,7 +150,10 @@ def solve(world, prior, params: EmpoParams | None = None, *,
     t0 = time.perf_counter()
     if graph is None:
         pg = getattr(prior, "graph", None)
-        graph = pg if pg is not None and pg.world is world else StateGraph(world, max_states)
+        graph = (pg if pg is not None and pg.world is world
+                 else StateGraph(world, max_states, limit_name))
+    if max_states is not None and graph.num_states > max_states:   # a prior's or given graph
+        raise TooManyStatesError(world_name(world), max_states, graph.num_states, limit_name)
     S, A, Ar = graph.num_states, graph.A, graph.num_robot_actions
     humans, robots = graph.humans, graph.robots
     goal_w, ach, pi_h, pibar = {}, {}, {}, {}

@@ -19,8 +19,59 @@ from functools import cached_property
 import numpy as np
 import scipy.sparse as sp
 
-from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, check_world,
-                                        checked_successors, num_agents, world_name)
+from rllib_empo.worlds.protocol import (WorldProtocolError, check_goals, check_state_equality,
+                                        check_world, checked_achieved, checked_successors,
+                                        num_agents, short_repr, world_call, world_name)
+
+# The largest world the exact solver enumerates unless told otherwise (``max_states``); the
+# config's ``exact_max_states`` defaults to the same number.
+DEFAULT_MAX_STATES = 1_000_000
+# Every new state is checked to equal a copy of itself (NaN inside a state, identity-hashed
+# objects) up to this many states, then one in EQUALITY_CHECK_EVERY: a world whose states
+# never compare equal shows it within the first few states, and large worlds stay fast.
+EQUALITY_CHECK_ALL = 10_000
+EQUALITY_CHECK_EVERY = 97
+
+
+class TooManyStatesError(WorldProtocolError):
+    """A world has more reachable states than the exact solver was allowed to enumerate.
+
+    The message is one line that names the world, the limit and ``limit_name``, the setting
+    that raises the limit where the caller can change it (``exact_max_states`` for an
+    algorithm, ``--max-states`` for ``rllib-empo solve``)."""
+
+    def __init__(self, world_name: str, max_states: int, lower_bound: int | None = None,
+                 limit_name: str = "max_states"):
+        self.world_name, self.max_states = world_name, int(max_states)
+        self.lower_bound, self.limit_name = lower_bound, limit_name
+        super().__init__(self.message(self.default_how()))
+
+    def default_how(self) -> str:
+        if self.limit_name == "max_states":        # called directly: every way to raise it
+            return (f"with max_states= (now {self.max_states}; StateGraph, solve), "
+                    "exact_max_states (the config) or --max-states (rllib-empo solve) if the "
+                    "machine has the memory, or train with a prior that does not enumerate "
+                    "the world (prior='heuristic' or 'uniform'),")
+        return f"{self.limit_name}={self.max_states}"
+
+    def message(self, how: str) -> str:
+        """The one-line message with ``how`` as the way to raise the limit."""
+        known = f" (at least {self.lower_bound:,})" if self.lower_bound is not None else ""
+        return (f"world {self.world_name!r} has more than {self.max_states:,} reachable "
+                f"states{known}, too large for the exact solver; raise the limit {how} to "
+                "enumerate it")
+
+
+def check_state_limit(world, max_states: int | None, limit_name: str = "max_states") -> None:
+    """Fail at once when the world certifies more than ``max_states`` reachable states
+    (an optional ``reachable_states_lower_bound()`` method, e.g. crowd's), instead of after
+    enumerating ``max_states`` of them."""
+    bound = getattr(world, "reachable_states_lower_bound", None)
+    if max_states is None or not callable(bound):
+        return
+    n = int(bound())
+    if n > max_states:
+        raise TooManyStatesError(world_name(world), max_states, n, limit_name)
 
 
 class StateGraph:
@@ -28,12 +79,17 @@ class StateGraph:
 
     Attributes: ``states`` (list), ``index`` (state -> int), ``terminal`` (bool [S]),
     ``T`` (csr [S*J, S]), ``levels`` (list of int arrays, successors first), ``build_time_s``.
-    Raises WorldProtocolError on a cycle among reachable states or after ``max_states``.
+    Raises WorldProtocolError on a cycle among reachable states or on a state that is not
+    equal to a copy of itself, and TooManyStatesError after ``max_states`` states (default
+    DEFAULT_MAX_STATES; None means no limit; at once when the world's
+    ``reachable_states_lower_bound()`` exceeds it).
     """
 
-    def __init__(self, world, max_states: int | None = None):
+    def __init__(self, world, max_states: int | None = DEFAULT_MAX_STATES,
+                 limit_name: str = "max_states"):
         t0 = time.perf_counter()
         check_world(world)
+        check_state_limit(world, max_states, limit_name)
         self.world = world
         self.A = int(world.num_actions)
         self.N = num_agents(world)
@@ -49,7 +105,7 @@ class StateGraph:
         i = 0
         while i < len(states):
             s = states[i]
-            is_term = bool(world.is_terminal(s))
+            is_term = bool(world_call(world, lambda: f"is_terminal({short_repr(s)})", world.is_terminal, s))
             terminal.append(is_term)
             if not is_term:
                 for j, ja in enumerate(joint_actions):
@@ -58,10 +114,11 @@ class StateGraph:
                         if k is None:
                             k = index[succ] = len(states)
                             states.append(succ)
+                            if k < EQUALITY_CHECK_ALL or k % EQUALITY_CHECK_EVERY == 0:
+                                check_state_equality(world, succ)
                             if max_states is not None and len(states) > max_states:
-                                raise WorldProtocolError(
-                                    f"world {world_name(world)!r} has more than {max_states} "
-                                    "reachable states; too large for the exact solver")
+                                raise TooManyStatesError(world_name(world), max_states,
+                                                         limit_name=limit_name)
                         rows.append(i * self.J + j)
                         cols.append(k)
                         data.append(float(p))
@@ -145,7 +202,8 @@ class StateGraph:
             W = np.zeros((self.num_states, len(goals)))
             for s_i, g, w in entries:
                 W[s_i, g] += w
-            ach = np.array([[bool(goal.is_achieved(s)) for goal in goals] for s in self.states],
+            ach = np.array([[checked_achieved(self.world, goal, s) for goal in goals]
+                            for s in self.states],
                            dtype=bool).reshape(self.num_states, len(goals))
             spaces[h] = (goals, W, ach)
         return spaces

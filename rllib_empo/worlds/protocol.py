@@ -14,10 +14,15 @@ Conventions:
 from __future__ import annotations
 
 import math
+import numbers
+import pickle
 from typing import Any, Callable, Hashable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
+# Probabilities and goal weights may sum to 1 within this tolerance. A single value within it
+# below 0 or above 1 is a rounding error and is clipped to [0, 1] (so no negative probability
+# reaches a table or the exact solver); anything further out is a protocol error.
 PROB_TOLERANCE = 1e-6
 
 # Members every world must have; checked by name so the error can say which one is missing.
@@ -37,6 +42,21 @@ REQUIRED_METHODS = REQUIRED_MEMBERS[3:]
 
 class WorldProtocolError(ValueError):
     """A world does not follow the protocol. The message names the world and the problem."""
+
+
+def world_call(world: Any, call: Callable[[], str], fn: Callable, *args):
+    """``fn(*args)``, a method of ``world`` or of one of its goals; any exception it raises
+    (a plain Python error in the world's code) becomes a WorldProtocolError that names the
+    world, the call with its state (and joint action), and the original error, which stays
+    attached as ``__cause__``. The message alone carries everything, because only the
+    message survives the trip from a remote EnvRunner to the driver."""
+    try:
+        return fn(*args)
+    except WorldProtocolError:
+        raise
+    except Exception as err:
+        raise WorldProtocolError(f"world {world_name(world)!r}: {call()} raised "
+                                 f"{type(err).__name__}: {err}") from err
 
 
 @runtime_checkable
@@ -140,9 +160,10 @@ def check_world(world: Any) -> None:
     if sorted(humans + robots) != list(range(len(humans) + len(robots))):
         raise WorldProtocolError(f"world {name!r}: human_agent_indices {humans} and "
                                  f"robot_agent_indices {robots} must partition 0..N-1")
-    s0 = world.initial_state()
+    s0 = world_call(world, lambda: "initial_state()", world.initial_state)
     check_state(world, s0)
-    if world.is_terminal(s0):
+    check_state_equality(world, s0)
+    if world_call(world, lambda: f"is_terminal({short_repr(s0)})", world.is_terminal, s0):
         raise WorldProtocolError(f"world {name!r}: initial_state() {short_repr(s0)} is terminal; "
                                  "an episode needs at least one step")
     enc = checked_encoding(world, s0)
@@ -159,62 +180,105 @@ def check_state(world: Any, state: Any) -> None:
                                  f"{type(state).__name__} is not hashable (states are cache keys)")
 
 
+def check_state_equality(world: Any, state: Any) -> None:
+    """A state must equal (and hash like) a copy of itself: states are the keys of every
+    cache and of the exact solver's index. A float NaN inside a state tuple, or an object
+    hashed by identity (no ``__eq__``/``__hash__``), makes every successor look new, so
+    the solver enumerates without end and tables overflow ``max_successors``. A pickled
+    copy is a fresh object with the same value, which is exactly what such states fail on.
+    States that cannot be pickled are not checked here."""
+    try:
+        copy = pickle.loads(pickle.dumps(state))
+    except Exception:  # unpicklable states: nothing to compare against
+        return
+    try:
+        equal = bool(copy == state) and hash(copy) == hash(state)
+    except Exception as err:
+        equal, why = False, f" (comparing it raised {type(err).__name__}: {err})"
+    else:
+        why = ""
+    if not equal:
+        raise WorldProtocolError(
+            f"world {world_name(world)!r}: state {short_repr(state)} is not equal to a copy of "
+            f"itself{why}; states must compare and hash by value (a float NaN inside the state, "
+            "or an object without __eq__/__hash__, makes every visit a new state)")
+
+
+def checked_achieved(world: Any, goal: Any, state: Any) -> bool:
+    """``goal.is_achieved(state)``, which must return a bool (numpy bools and the ints 0
+    and 1 are accepted): ``None`` or another value is a protocol error, not False."""
+    out = world_call(world, lambda: f"goal {short_repr(goal)}.is_achieved({short_repr(state)})",
+                     goal.is_achieved, state)
+    if isinstance(out, (bool, np.bool_)):
+        return bool(out)
+    if isinstance(out, (int, np.integer)) and out in (0, 1):
+        return bool(out)
+    raise WorldProtocolError(f"world {world_name(world)!r}: goal {short_repr(goal)}.is_achieved("
+                             f"{short_repr(state)}) returned {short_repr(out)}; it must return "
+                             "a bool")
+
+
 def check_goals(world: Any, state: Any, human: int) -> list[tuple[Any, float]]:
     """possible_goals(state, human), checked: non-empty, finite weights >= 0 summing to 1,
-    goals hashable with ``is_achieved``."""
+    goals hashable with ``is_achieved``. Weights are returned as floats (clipped to [0, 1]
+    within PROB_TOLERANCE)."""
     name = world_name(world)
-    goals = _pairs(world, world.possible_goals(state, human),
-                   lambda: f"possible_goals({short_repr(state)}, {human})", "(goal, weight)")
+    call = lambda: f"possible_goals({short_repr(state)}, {human})"  # noqa: E731
+    goals = _pairs(world, world_call(world, call, world.possible_goals, state, human),
+                   call, "(goal, weight)")
     if not goals:
         raise WorldProtocolError(f"world {name!r}: possible_goals({short_repr(state)}, {human}) "
                                  "is empty")
-    total = 0.0
+    total, out = 0.0, []
     for goal, w in goals:
         if not _is_hashable(goal) or not callable(getattr(goal, "is_achieved", None)):
             raise WorldProtocolError(f"world {name!r}: goal {short_repr(goal)} must be hashable "
                                      "and have is_achieved(state)")
-        if not _is_number(w) or not math.isfinite(w) or w < 0:
+        p = _probability(w)
+        if p is None:
             raise WorldProtocolError(f"world {name!r}: goal weight {w!r} of {short_repr(goal)} at "
-                                     f"state {short_repr(state)} is not a finite number >= 0")
-        total += w
+                                     f"state {short_repr(state)} is not a finite number in [0, 1]")
+        total += float(w)
+        out.append((goal, p))
     if abs(total - 1.0) > PROB_TOLERANCE:
         raise WorldProtocolError(f"world {name!r}: goal weights of human {human} at state "
                                  f"{short_repr(state)} sum to {total:.9g}, not 1")
-    return goals
+    return out
 
 
 def checked_transitions(world: Any, state: Any, joint_action: Sequence[int]
                         ) -> list[tuple[float, Any]] | None:
     """``world.transition_probabilities`` with its contract enforced.
 
-    Returns None for a terminal state, else a list of (p, successor) with p finite in [0, 1]
-    summing to 1 within PROB_TOLERANCE and hashable successors. Callers cache the result,
-    so the checks run once per (state, joint action). (The exact solver calls this for every
-    reachable state and joint action, so a valid answer is recognised by a fast first pass;
-    anything else gets the detailed checks that name the problem.)
+    Returns None for a terminal state, else a list of (p, successor) with p a float in [0, 1]
+    (any real number type is accepted, ``Fraction`` included; values within PROB_TOLERANCE
+    outside [0, 1] are clipped) summing to 1 within PROB_TOLERANCE and hashable successors.
+    An exception raised by the world is reported with the state and the joint action.
+    Callers cache the result, so the checks run once per (state, joint action). (The exact
+    solver calls this for every reachable state and joint action, so a plainly valid answer
+    is recognised by a fast first pass; anything else gets the detailed checks.)
     """
     n = num_agents(world)
     if len(joint_action) != n:
         raise WorldProtocolError(f"world {world_name(world)!r}: joint action "
                                  f"{list(joint_action)} has length {len(joint_action)}, expected "
                                  f"one action per agent ({n})")
-    out = world.transition_probabilities(state, list(joint_action))
+    call = lambda: f"transition_probabilities({short_repr(state)}, {list(joint_action)})"  # noqa: E731
+    out = world_call(world, call, world.transition_probabilities, state, list(joint_action))
     if out is None:
         return None
     if _plainly_valid(out):
         return out
     name = world_name(world)
-    out = _pairs(world, out,
-                 lambda: f"transition_probabilities({short_repr(state)}, {list(joint_action)})",
-                 "(probability, successor)")
+    out = _pairs(world, out, call, "(probability, successor)")
     if not out:
         where = short_repr(state)
         raise WorldProtocolError(f"world {name!r}: transition_probabilities({where}, "
                                  f"{list(joint_action)}) is empty; return None for terminal states")
-    total = 0.0
+    total, checked = 0.0, []
     for p, succ in out:
-        if not (_is_number(p) and math.isfinite(p)) \
-                or p < -PROB_TOLERANCE or p > 1 + PROB_TOLERANCE:
+        q = _probability(p)
+        if q is None:
             where = short_repr(state)
             raise WorldProtocolError(f"world {name!r}: probability {p!r} at state {where}, "
                                      f"joint action {list(joint_action)} is not finite in [0, 1]")
@@ -222,12 +286,13 @@ def checked_transitions(world: Any, state: Any, joint_action: Sequence[int]
             where = short_repr(state)
             raise WorldProtocolError(f"world {name!r}: successor {short_repr(succ)} of state "
                                      f"{where} is not hashable (states are cache keys)")
-        total += p
+        total += float(p)
+        checked.append((q, succ))
     if abs(total - 1.0) > PROB_TOLERANCE:
         where = short_repr(state)
         raise WorldProtocolError(f"world {name!r}: transition probabilities at state {where}, "
                                  f"joint action {list(joint_action)} sum to {total:.9g}, not 1")
-    return out
+    return checked
 
 
 def _plainly_valid(out) -> bool:
@@ -278,8 +343,9 @@ def checked_prior(world: Any, prior: Any, state: Any, human: int, goal: Any) -> 
     """``prior(state, human, goal)``: a finite distribution over ``num_actions`` actions."""
     name, n = world_name(world), int(world.num_actions)
     call = f"human prior({short_repr(state)}, {human}, {short_repr(goal)})"
+    out = world_call(world, lambda: call, prior, state, human, goal)
     try:
-        p = np.asarray(prior(state, human, goal), dtype=np.float64)
+        p = np.asarray(out, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise WorldProtocolError(f"world {name!r}: {call} is not an array of numbers: {err}") from err
     if p.shape != (n,):
@@ -288,14 +354,18 @@ def checked_prior(world: Any, prior: Any, state: Any, human: int, goal: Any) -> 
     if not np.all(np.isfinite(p)) or np.any(p < -PROB_TOLERANCE):
         raise WorldProtocolError(f"world {name!r}: {call} = {short_repr(p.tolist())} is not finite "
                                  "and >= 0")
+    if np.any(p > 1 + PROB_TOLERANCE):
+        raise WorldProtocolError(f"world {name!r}: {call} = {short_repr(p.tolist())} has "
+                                 "probabilities above 1")
     if abs(float(p.sum()) - 1.0) > PROB_TOLERANCE:
         raise WorldProtocolError(f"world {name!r}: {call} sums to {float(p.sum()):.9g}, not 1")
-    return p
+    return np.clip(p, 0.0, 1.0)
 
 
 def _checked_vector(world, fn, x, expected_dim, what, like) -> np.ndarray:
+    out = world_call(world, lambda: f"{what}({short_repr(x)})", fn, x)
     try:
-        enc = np.asarray(fn(x), dtype=np.float32)
+        enc = np.asarray(out, dtype=np.float32)
     except (TypeError, ValueError) as err:
         raise WorldProtocolError(f"world {world_name(world)!r}: {what}({short_repr(x)}) is not a "
                                  f"vector of numbers: {err}") from err
@@ -310,7 +380,19 @@ def _checked_vector(world, fn, x, expected_dim, what, like) -> np.ndarray:
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float, np.floating, np.integer)) and not isinstance(x, (bool, np.bool_))
+    """Any real number (int, float, Fraction, numpy scalars), but not a bool."""
+    return isinstance(x, numbers.Real) and not isinstance(x, (bool, np.bool_))
+
+
+def _probability(x: Any) -> float | None:
+    """``x`` as a float in [0, 1] (clipped within PROB_TOLERANCE), or None if it is not a
+    finite real number in [-PROB_TOLERANCE, 1 + PROB_TOLERANCE]."""
+    if not _is_number(x):
+        return None
+    p = float(x)
+    if not math.isfinite(p) or p < -PROB_TOLERANCE or p > 1 + PROB_TOLERANCE:
+        return None
+    return min(max(p, 0.0), 1.0)
 
 
 def _pairs(world: Any, out: Any, call: Callable[[], str], pair: str) -> list:

@@ -2,6 +2,8 @@
 EnvRunners, remote EnvRunners, the result dict, building, other row modes, analysis API."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 
@@ -146,16 +148,18 @@ def test_result_dict(ray_session):
 
 def test_exact_figures_come_every_exact_eval_interval_iterations(ray_session):
     """exact_eval_interval=3: evaluations in training_iteration 3 and 6 (so a run of k*m
-    iterations ends on one); later results repeat the latest (Tune needs the metric in every
-    result), and TensorBoard gets each evaluation once."""
+    iterations ends on one); earlier results carry NaN placeholders and later ones repeat the
+    latest (Tune needs the metric in every result), and TensorBoard gets each evaluation
+    once."""
     from rllib_empo.algorithm.callbacks import scalars_from_result
     algo = small_config(exact_eval_interval=3).build_algo()
     try:
         results = [algo.train() for _ in range(7)]
     finally:
         algo.stop()
-    assert ["Exact" in r for r in results] == [False, False] + [True] * 5
-    assert [r["Exact"]["training_iteration"] for r in results[2:]] == [3, 3, 3, 6, 6]
+    assert all("Exact" in r for r in results)
+    assert [r["Exact"]["training_iteration"] for r in results] == [0, 0, 3, 3, 3, 6, 6]
+    assert all(math.isnan(r["Exact"]["tv_pi_r_s0"]) for r in results[:2])
     assert results[3]["Exact"]["tv_pi_r_s0"] == results[2]["Exact"]["tv_pi_r_s0"]
     written = [r["training_iteration"] for r in results
                if "Exact/tv_pi_r_s0" in scalars_from_result(r)]
@@ -168,9 +172,10 @@ def test_default_config_builds(ray_session, method):
     algo = getattr(config, method)()
     try:
         assert isinstance(algo, Empo)
-        assert algo.config.hidden_sizes == (64, 64)
-        r = algo.train()              # 50 rows < learning_starts = 64: sampling only
-        assert r["Buffer"]["size"] == 50 and r["Warmup"]["stage"] == 0
+        assert algo.config.hidden_sizes == (256, 256)
+        r = algo.train()        # 50 rows < learning_starts = the batch size, 256: sampling only
+        assert algo.config.effective_learning_starts == 256
+        assert r["Buffer"]["size"] == 50 and r["Warmup"]["num_updates"] == 0
     finally:
         algo.stop()
 

@@ -2,6 +2,7 @@
 
 import inspect
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -21,10 +22,11 @@ SPEC_DEFAULTS = dict(
     x_h_target_update_interval=100, u_r_target_update_interval=100,
     use_model_based_targets=True, num_training_steps=100_000,
     gamma_h=0.99, gamma_r=0.99, zeta=2.0, xi=1.0, eta=1.1, x_h_floor=1e-3, neg_q_r_floor=1e-3,
-    value_loss="log", exploring_starts=0.0, replay_capacity=100_000, updates_per_iteration=8, learning_starts=None,
+    value_loss="log", exploring_starts=0.9, replay_capacity=100_000, updates_per_iteration=32, learning_starts=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
     checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise", torch_num_threads=None,
-    hidden_sizes=(64, 64),
+    ema_decay=0.997, residual_rows=256, replay_sampling="states",
+    max_nonfinite_skips=100, max_env_runner_failures=3, hidden_sizes=(256, 256),
 )
 
 # A valid non-default value for every field.
@@ -40,7 +42,8 @@ OTHER_VALUES = dict(
     replay_capacity=64, updates_per_iteration=1, learning_starts=64, max_goals_per_human=1,
     sum_human_actions=False, epsilon=[(0, 1.0), (100, 0.0)], verbose=True, tensorboard_dir="/tmp/tb",
     checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip", torch_num_threads=2,
-    hidden_sizes=[8],
+    ema_decay=0.5, residual_rows=8, replay_sampling="transitions",
+    max_nonfinite_skips=1, max_env_runner_failures=7, hidden_sizes=[8],
 )
 
 BAD_VALUES = [
@@ -61,7 +64,10 @@ BAD_VALUES = [
     ("epsilon", -0.1), ("epsilon", 1.1), ("epsilon", []), ("epsilon", [(0, 1.0), (-1, 0.5)]),
     ("epsilon", [(10, 1.0), (5, 0.5)]), ("epsilon", [(0, 2.0)]), ("epsilon", [(0.5, 0.1)]),
     ("epsilon", [(0, 0.1, 3)]), ("epsilon", "0.1"), ("verbose", "yes"), ("tensorboard_dir", 3),
-    ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("torch_num_threads", 0), ("torch_num_threads", 1.5), ("on_nonfinite", "ignore"),
+    ("checkpoint_replay_buffer", None), ("exact_eval_interval", -1), ("exact_max_states", 0), ("torch_num_threads", 0), ("torch_num_threads", 1.5),
+    ("ema_decay", 1.0), ("ema_decay", -0.1), ("residual_rows", -1), ("replay_sampling", "rows"), ("on_nonfinite", "ignore"),
+    ("max_nonfinite_skips", 0), ("max_nonfinite_skips", 2.0), ("max_env_runner_failures", 0),
+    ("max_env_runner_failures", None),
     ("hidden_sizes", ()), ("hidden_sizes", [64, 0]), ("hidden_sizes", 64), ("hidden_sizes", [64.0]),
 ]
 
@@ -72,17 +78,17 @@ def test_defaults_equal_the_spec():
         assert getattr(cfg, name) == value, name
     assert set(SPEC_DEFAULTS) == set(FIELD_NAMES)
     assert (cfg.train_batch_size_per_learner, cfg.grad_clip, cfg.grad_clip_by, cfg.rollout_fragment_length) == \
-        (64, 10.0, "global_norm", 50)
+        (256, 10.0, "global_norm", 50)
     cfg.validate()
 
 
 def test_training_sets_every_field_and_keeps_rllib_args():
     assert set(OTHER_VALUES) == set(FIELD_NAMES)
     cfg = EmpoConfig()
-    assert cfg.training(**OTHER_VALUES, gamma=0.9, lr=1e-4, grad_clip=5.0, train_batch_size_per_learner=32) is cfg
+    assert cfg.training(**OTHER_VALUES, grad_clip=5.0, train_batch_size_per_learner=32) is cfg
     for name, value in OTHER_VALUES.items():
         assert getattr(cfg, name) == value, name
-    assert (cfg.gamma, cfg.lr, cfg.grad_clip, cfg.train_batch_size_per_learner) == (0.9, 1e-4, 5.0, 32)
+    assert (cfg.grad_clip, cfg.train_batch_size_per_learner) == (5.0, 32)
     cfg.validate()
     cfg.training()  # nothing provided: nothing changes
     assert cfg.beta_r == 0.0
@@ -114,13 +120,13 @@ def test_validate_message_format():
 
 
 def test_cross_field_checks():
-    cfg = EmpoConfig().training(replay_capacity=63)  # batch is 64
+    cfg = EmpoConfig().training(replay_capacity=255)  # batch is 256
     with pytest.raises(ValueError, match="replay_capacity.*train_batch_size_per_learner"):
         cfg.validate()
-    cfg = EmpoConfig().training(replay_capacity=100, learning_starts=101)
+    cfg = EmpoConfig().training(replay_capacity=300, learning_starts=301)
     with pytest.raises(ValueError, match="learning_starts.*replay_capacity"):
         cfg.validate()
-    EmpoConfig().training(replay_capacity=64, learning_starts=64).validate()
+    EmpoConfig().training(replay_capacity=256, learning_starts=256).validate()
 
 
 def test_accepts_edge_and_numpy_values():
@@ -210,3 +216,49 @@ def test_pickles_and_restores_from_state():
     assert type(restored) is EmpoConfig and restored.beta_r == 2.0
 
 
+
+
+# ------------------------------------------------ RLlib's own fields (issue 13)
+# (field, bad value): each used to crash deep inside RLlib or the learner, or pass silently.
+BAD_RLLIB_VALUES = [
+    ("train_batch_size_per_learner", 0), ("train_batch_size_per_learner", -5),
+    ("train_batch_size_per_learner", "16"), ("train_batch_size_per_learner", 16.0),
+    ("grad_clip", "1.0"), ("grad_clip", 0.0), ("grad_clip", float("nan")),
+    ("grad_clip_by", "l2"), ("seed", "0"), ("seed", -1), ("seed", 2**40), ("seed", 1.5),
+    ("num_env_runners", -1), ("num_env_runners", "2"), ("num_envs_per_env_runner", 0),
+    ("rollout_fragment_length", 0), ("rollout_fragment_length", "10"),
+    ("num_cpus_per_env_runner", -1), ("num_learners", -1), ("sample_timeout_s", 0),
+    ("restart_failed_env_runners", "yes"), ("max_num_env_runner_restarts", -1),
+    ("delay_between_env_runner_restarts_s", -1.0),
+]
+
+
+@pytest.mark.parametrize("field, value", BAD_RLLIB_VALUES, ids=lambda x: repr(x)[:24])
+def test_validate_rejects_bad_rllib_values_naming_the_field_and_the_range(field, value):
+    cfg = EmpoConfig()
+    setattr(cfg, field, value)
+    with pytest.raises(ValueError, match=rf"^{field} must be .+, got {re.escape(repr(value))}$"):
+        cfg.validate()
+
+
+@pytest.mark.parametrize("kwargs, instead", [
+    (dict(lr=1e-4), r"lr is not used by EMPO .* set lr_q_r, lr_v_h_e, lr_x_h"),
+    (dict(lr=[[0, 1e-3], [100, 1e-4]]), r"lr is not used by EMPO"),
+    (dict(gamma=0.9), r"gamma is not used by EMPO .* set gamma_r .* and gamma_h"),
+    (dict(num_epochs=3), r"num_epochs is not used by EMPO .* updates_per_iteration"),
+    (dict(minibatch_size=32), r"minibatch_size is not used by EMPO .* train_batch_size_per_learner"),
+])
+def test_rllib_fields_that_empo_ignores_are_an_error_naming_the_fields_to_use(kwargs, instead):
+    cfg = EmpoConfig().training(**kwargs)
+    with pytest.raises(ValueError, match=instead):
+        cfg.validate()
+
+
+def test_rllib_defaults_and_good_values_of_its_fields_validate():
+    batch = EmpoConfig().train_batch_size_per_learner
+    EmpoConfig().training(lr=0.001, gamma=0.99, num_epochs=1, minibatch_size=batch,
+                          grad_clip=None, grad_clip_by="value").validate()
+    (EmpoConfig().debugging(seed=0)
+     .env_runners(rollout_fragment_length="auto", num_cpus_per_env_runner=0.5,
+                  sample_timeout_s=None)).validate()
+    EmpoConfig().debugging(seed=np.int64(2**31 - 1)).validate()

@@ -28,9 +28,11 @@ def snapshot(algo) -> dict:
 
 
 def changed_networks(before: dict, after: dict) -> set:
-    """Names of the (main or target_) networks with any parameter not bit-identical."""
+    """Names of the (main or target_) networks with any parameter not bit-identical (a
+    network's running average, average_<net>, moves with it and is not listed)."""
     assert before.keys() == after.keys()
-    return {k.split(".")[0] for k in before if not torch.equal(before[k], after[k])}
+    return {k.split(".")[0] for k in before
+            if not torch.equal(before[k], after[k]) and not k.startswith("average_")}
 
 
 def build(ray_session, **training):
@@ -173,7 +175,8 @@ def test_nonfinite_target_skipped_and_counted(ray_session, monkeypatch):
         after = snapshot(algo)
         n_skipped = result["Warmup"]["num_updates"] - t0
         assert n_skipped == 2 * algo.config.updates_per_iteration      # updates were attempted
-        assert changed_networks(before, after) == set()                # ... and all skipped
+        # ... v_h_e's (its targets are NaN) all skipped; the networks with finite losses learn
+        assert changed_networks(before, after) == {"x_h", "q_r"}
         assert all(torch.isfinite(v).all() for v in after.values())
         assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == n_skipped
         # with finite targets again, training resumes
@@ -240,8 +243,9 @@ def test_gradient_clipping_matches_rllib_per_network(ray_session, grad_clip, cli
 
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
 def test_nonfinite_gradient_with_a_finite_loss(ray_session, on_nonfinite):
-    """A NaN gradient (finite loss) is caught by the clipping norms: raise, or skip the
-    update and count it; no weight moves either way, and training resumes afterwards."""
+    """A NaN gradient (finite loss) is caught by the clipping norms: raise, or skip that
+    network's update and count it; q_r never moves (the other networks do learn with
+    'skip'), and training resumes afterwards."""
     algo = build(ray_session, on_nonfinite=on_nonfinite, warmup_v_h_e_steps=0,
                  warmup_x_h_steps=0, warmup_q_r_steps=0, beta_r_rampup_steps=0)
     try:
@@ -256,7 +260,11 @@ def test_nonfinite_gradient_with_a_finite_loss(ray_session, on_nonfinite):
             result = algo.train()
             assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == \
                 algo.config.updates_per_iteration
-        assert changed_networks(before, snapshot(algo)) == set()
+        assert "q_r" not in changed_networks(before, snapshot(algo))
+        if on_nonfinite == "raise":
+            assert changed_networks(before, snapshot(algo)) == set()
+        else:
+            assert changed_networks(before, snapshot(algo)) == {"v_h_e", "x_h"}
         hook.remove()
         if on_nonfinite == "skip":
             after = snapshot(algo)
@@ -281,5 +289,42 @@ def test_a_gpu_learner_trains(ray_session):
         assert next(learner_module(algo).parameters()).is_cuda
         assert lrn.target_cache.q.is_cuda
         assert result["Loss"] and all(np.isfinite(v) for v in result["Loss"].values())
+    finally:
+        algo.stop()
+
+
+def test_averaged_networks_are_what_evaluation_and_the_env_runners_use(ray_session):
+    """ema_decay > 0: every network has a running average of its weights (after the
+    start-up, avg <- d avg + (1 - d) w per update of that network); the learned values and
+    the EnvRunners' q_r come from the averages; ema_decay = 0: no averages, the latest
+    weights everywhere."""
+    import numpy as np
+    from rllib_empo.algorithm.module import AVERAGE_PREFIX
+    algo = small_config(ema_decay=0.9).build_algo()
+    try:
+        for _ in range(6):
+            algo.train()
+        m = learner_module(algo)
+        assert m.has_averages()
+        avg, now = m.net("q_r", average=True), m.net("q_r")
+        assert not all(torch.equal(a, b) for a, b in zip(avg.parameters(), now.parameters()))
+        steps = learner(algo)._average_steps
+        # q_r joined at the start of stage 3 (E2 updates after v_h_e)
+        assert steps["q_r"] > 10 and steps["q_r"] == steps["v_h_e"] - algo.schedule.ends[2]
+        runner = algo.env_runner_group.local_env_runner.module
+        for (name, p), q in zip(runner.q_r.named_parameters(), avg.parameters()):
+            assert torch.equal(p, q), name                    # the runners act with the average
+        s0 = algo.world.initial_state()
+        obs = torch.from_numpy(np.asarray(algo.world.encode_state(s0), np.float32))[None]
+        with torch.no_grad():
+            expected = -torch.exp(avg(obs).clamp(-30, 30))    # the q_r head on the average
+        np.testing.assert_allclose(algo.values([s0])["q_r"], expected.numpy(), rtol=1e-6)
+        assert any(k.startswith(AVERAGE_PREFIX) for k in m.state_dict())
+    finally:
+        algo.stop()
+    algo = small_config(ema_decay=0.0).build_algo()
+    try:
+        algo.train()
+        assert not learner_module(algo).has_averages()
     finally:
         algo.stop()

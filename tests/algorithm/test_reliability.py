@@ -24,13 +24,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from _faulty_worlds import FaultyWorld, Missing, NanPrior, TinyWorld, Tweaked
-from conftest import small_config
+from conftest import acting_q_r, small_config
 from ray.rllib.core import DEFAULT_MODULE_ID
 
 from rllib_empo import EmpoConfig
 from rllib_empo.theory import equations as eq
 from rllib_empo.algorithm.validation import MAX_BETA_R, MAX_LOG10_U_R
 from rllib_empo.algorithm.env import EmpoEnv, EnvSettings
+from rllib_empo.algorithm.learner import OPTIMIZER
 from rllib_empo.algorithm.targets import value_loss
 from rllib_empo.worlds.protocol import WorldProtocolError, check_world
 
@@ -131,11 +132,17 @@ BAD_CONFIGS = [
     ("u_r_overflows_with_tiny_floor", lambda: _cfg(x_h_floor=1e-30),
      r"must be <= 30 .*x_h_floor=1e-30"),
     # --- replay sizes
-    ("batch_larger_than_replay", lambda: _cfg(replay_capacity=32),
+    ("batch_larger_than_replay", lambda: _cfg(replay_capacity=32, train_batch_size_per_learner=64),
      r"replay_capacity \(32\) must be >= the total train batch size "
      r"\(train_batch_size_per_learner=64"),
-    ("learning_starts_above_replay", lambda: _cfg(replay_capacity=100, learning_starts=101),
+    ("learning_starts_above_replay", lambda: _cfg(replay_capacity=100, learning_starts=101,
+                                                  train_batch_size_per_learner=64),
      r"learning_starts \(101\) must be <= replay_capacity \(100\)"),
+    ("replay_smaller_than_one_iteration",
+     lambda: _cfg(replay_capacity=100, train_batch_size_per_learner=64).env_runners(
+         rollout_fragment_length=60, num_envs_per_env_runner=2),
+     r"replay_capacity \(100\) must be >= the rows one iteration samples \(120 = 1 EnvRunner\(s\) x "
+     r"num_envs_per_env_runner=2 x rollout_fragment_length=60\)"),
     # --- fault tolerance
     ("restart_failed_sub_environments",
      lambda: _cfg().fault_tolerance(restart_failed_sub_environments=True),
@@ -196,6 +203,62 @@ def test_non_empo_env_creator_is_rejected_at_build(ray_session):
     cfg.validate()
     with pytest.raises(ValueError, match=r"env 'test_reliability/cartpole' is not an EmpoEnv"):
         cfg.build_algo()
+
+
+def test_more_env_runners_than_cpus_fail_fast_saying_what_to_set(ray_session):
+    """On 2 CPUs, 3 EnvRunners of 1 CPU each were never placed: build_algo() waited for ever
+    without a word. Now validate() says so in its first second."""
+    import time
+    cfg = small_config().env_runners(num_env_runners=3)
+    with pytest.raises(ValueError, match=r"^num_env_runners=3 x num_cpus_per_env_runner=1 needs 3 CPUs, "
+                                         r"but the Ray cluster has 2: .*Set num_env_runners <= 2, or a "
+                                         r"fractional num_cpus_per_env_runner \(<= 0\.667\)"):
+        cfg.validate()
+    t = time.perf_counter()
+    with pytest.raises(ValueError, match="needs 3 CPUs"):
+        cfg.build_algo()
+    assert time.perf_counter() - t < 2.0
+    small_config().env_runners(num_env_runners=3, num_cpus_per_env_runner=0.5).validate()
+
+
+def test_the_cpu_check_without_ray_counts_this_machine(monkeypatch):
+    from rllib_empo.algorithm import validation
+    monkeypatch.setattr(validation, "cluster_cpus", lambda: (4.0, "this machine has"))
+    _cfg().env_runners(num_env_runners=4).validate()
+    with pytest.raises(ValueError, match=r"num_env_runners=2 x num_cpus_per_env_runner=1 \+ "
+                                         r"num_learners=3 x num_cpus_per_learner=auto needs 5 CPUs, "
+                                         r"but this machine has 4"):
+        _cfg().env_runners(num_env_runners=2).learners(num_learners=3).validate()
+
+
+class _Loop(TinyWorld):
+    """TinyWorld without the clock in its state: the human walks back and forth for ever."""
+    name = "loop"
+
+    def initial_state(self):
+        return (1, self.cells // 2)
+
+    def transition_probabilities(self, state, joint_action):
+        out = super().transition_probabilities((2, state[1]), joint_action)
+        return [(p, (1, s[1])) for p, s in out]
+
+    def encode_state(self, state):
+        return np.array([state[1] / (self.cells - 1)], np.float32)
+
+
+def test_gamma_r_1_on_a_world_with_cycles_warns_and_says_why():
+    from rllib_empo.algorithm.validation import UndiscountedCycleWarning
+    with pytest.warns(UndiscountedCycleWarning, match=r"gamma_r = 1 on world 'loop', which has a "
+                                                      r"cycle .* V_r adds U_r <= -1 for every step"):
+        _cfg(GENERIC, {"world": _Loop(), "prior": "uniform"}, gamma_r=1.0).validate()
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UndiscountedCycleWarning)
+        _cfg(GENERIC, {"world": _Loop(), "prior": "uniform"}, gamma_r=0.99).validate()
+        _cfg(GENERIC, {"world": TinyWorld(), "prior": "uniform"}, gamma_r=1.0).validate()
+        t = __import__("time").perf_counter()
+        _cfg(ROCK, gamma_r=1.0).validate()           # acyclic (steps left in the state)
+        assert __import__("time").perf_counter() - t < 1.0
 
 
 def test_unknown_network_names_are_rejected():
@@ -359,6 +422,48 @@ def test_bad_world_error_message_reaches_the_caller(ray_session):
     assert "transition probabilities at state (3, " in str(err) and "sum to 0.9" in str(err)
 
 
+def test_a_plain_error_in_the_world_reaches_train_with_world_state_joint_action_and_error(ray_session):
+    """A KeyError in the world's own code, on the local EnvRunner: RLlib used to raise an
+    empty ``RuntimeError`` with the real error only as ``__cause__``."""
+    err = _train_bad_world("raises")
+    assert isinstance(err, WorldProtocolError) and isinstance(err.__cause__, KeyError)
+    assert re.fullmatch(r"world 'faulty_raises': transition_probabilities\(\(3, \d\), \[\d, \d\]\) "
+                        r"raised KeyError: \(\d, \d\)", str(err)), str(err)
+
+
+@pytest.mark.parametrize("mode", ["sum", "sampled_humans"])
+def test_states_that_never_compare_equal_are_blamed_not_max_successors(mode):
+    """Successors with a NaN inside look like ever new states, so the table overflows
+    max_successors; the error says why instead of blaming max_successors."""
+    env = EmpoEnv({"world": FaultyWorld("nan_successors"), "prior": "uniform", "empo": MODES[mode]})
+    with pytest.raises(WorldProtocolError, match=r"state \(2, \d, nan\) is not equal to a copy of "
+                                                 r"itself"):
+        _step_until_error(env)
+
+
+def test_a_world_error_in_a_goal_names_the_goal_and_state():
+    class Goal:
+        cell = 0
+
+        def is_achieved(self, state):
+            return 1 / (state[0] - 3) > 0            # ZeroDivisionError at steps_left == 3
+
+        def __hash__(self):
+            return 0
+
+        def __eq__(self, other):
+            return isinstance(other, Goal)
+
+        def __repr__(self):
+            return "Goal()"
+
+    world = Tweaked("goal_bug", possible_goals=lambda s, h: [(Goal(), 1.0)])
+    env = EmpoEnv({"world": world, "prior": "uniform"})
+    with pytest.raises(WorldProtocolError, match=r"world 'goal_bug': goal Goal\(\)\.is_achieved\(\(3, "
+                                                 r"\d\)\) raised ZeroDivisionError: division by zero"):
+        _step_until_error(env)
+
+
 # ============================================================ 3. numerical safety
 finite_q = st.floats(min_value=-1e8, max_value=0.0, allow_nan=False, width=32)
 
@@ -433,26 +538,49 @@ def test_u_r_stays_finite_at_the_largest_accepted_exponents(space):
         EmpoConfig().training(xi=xi * 1.01, eta=1.0, x_h_floor=floor, value_loss=space).validate()
 
 
-def _learner_state(algo):
+def _corrupt_kernels(algo, restore=None):
+    """NaN transition probabilities in every stored successor table (the targets of q_r and
+    v_h_e read them, x_h's does not); returns the clean ones, which ``restore`` puts back."""
+    kernel_p = algo.replay.tables.cols["kernel_p"]
+    if restore is not None:
+        kernel_p[...] = restore
+        return restore
+    good = kernel_p.copy()
+    kernel_p[kernel_p > 0] = np.nan
+    return good
+
+
+def _learner_state(algo, nets=None):
+    """Weights and Adam moments of the local Learner (of the networks ``nets`` only)."""
     learner = algo.learner_group._learner
-    weights = {k: v.detach().clone() for k, v in learner.module[DEFAULT_MODULE_ID].state_dict().items()}
-    adam = [t.clone() for opt in learner._named_optimizers.values()
-            for s in opt.state.values() for t in s.values() if torch.is_tensor(t)]
+    module = learner.module[DEFAULT_MODULE_ID]
+    mine = (lambda k: nets is None or k.split(".")[0].removeprefix("target_")
+            .removeprefix("average_") in nets)
+    weights = {k: v.detach().clone() for k, v in module.state_dict().items() if mine(k)}
+    names = nets or module.unwrapped().network_names
+    params = [p for n in names for p in module.unwrapped().net(n).parameters()]
+    adam = [t.clone() for opt in learner._named_optimizers.values() for p in params
+            for t in opt.state.get(p, {}).values() if torch.is_tensor(t)]
     return weights, adam
 
 
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
 def test_corrupt_replay_data_never_reaches_the_weights(ray_session, on_nonfinite):
-    """End to end: NaN rows in the replay buffer (a corrupt world encoding, bit rot ...) make
-    every loss non-finite; 'raise' stops with FloatingPointError, 'skip' skips and counts,
-    and in both cases weights, targets and Adam moments stay bit-identical and finite."""
+    """End to end: NaN successor encodings in the replay buffer (a corrupt world encoding,
+    bit rot ...) make the losses of q_r and v_h_e non-finite (their targets read the
+    successors); 'raise' stops with FloatingPointError, 'skip' skips those networks' updates
+    and counts them, and in both cases their weights, targets and Adam moments stay
+    bit-identical and every weight stays finite. With 'skip', x_h (whose target reads only
+    the state itself) goes on learning."""
     algo = small_config(on_nonfinite=on_nonfinite, warmup_v_h_e_steps=0, warmup_x_h_steps=0,
                         warmup_q_r_steps=0, beta_r_rampup_steps=0).build_algo()
+    frozen = ("q_r", "v_h_e")
     try:
         algo.train()
-        obs = algo.replay.states.cols["obs"]
-        algo.replay.states.cols["obs"] = np.full(obs.shape, np.nan, np.float32)
-        before, adam_before = _learner_state(algo)
+        _corrupt_kernels(algo)
+        before, adam_before = _learner_state(algo, frozen)
+        assert adam_before                  # they have learned: there are moments to compare
+        x_h_before, _ = _learner_state(algo, ("x_h",))
         if on_nonfinite == "raise":
             with pytest.raises(FloatingPointError, match="non-finite loss"):
                 algo.train()
@@ -462,14 +590,220 @@ def test_corrupt_replay_data_never_reaches_the_weights(ray_session, on_nonfinite
             assert result["Warmup"]["num_updates"] == t0 + algo.config.updates_per_iteration
             assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == \
                 algo.config.updates_per_iteration
-        after, adam_after = _learner_state(algo)
+            loss = result["Loss"]                  # the skipped networks report their NaN
+            assert np.isnan(loss["q_r"]) and np.isnan(loss["v_h_e"]) and np.isfinite(loss["x_h"])
+            x_h_after, _ = _learner_state(algo, ("x_h",))
+            assert not torch.equal(x_h_before["x_h.0.weight"], x_h_after["x_h.0.weight"])
+        after, adam_after = _learner_state(algo, frozen)
         for k in before:
             assert torch.equal(before[k], after[k]), k
-            assert torch.isfinite(after[k]).all(), k
         assert all(torch.equal(a, b) for a, b in zip(adam_before, adam_after))
+        everything, _ = _learner_state(algo)
+        assert all(torch.isfinite(v).all() for v in everything.values())
     finally:
         algo.stop()
 
+
+def _module(algo):
+    return algo.learner_group._learner.module[DEFAULT_MODULE_ID].unwrapped()
+
+
+def _poison(algo, name: str, target: bool = False, average: bool = False) -> None:
+    with torch.no_grad():
+        next(_module(algo).net(name, target, average).parameters()).fill_(float("nan"))
+
+
+def _net_weights(module_or_state, prefix: str) -> dict:
+    sd = module_or_state if isinstance(module_or_state, dict) else module_or_state.state_dict()
+    return {k[len(prefix):]: v.detach().clone() for k, v in sd.items() if k.startswith(prefix)}
+
+
+def _acting(algo) -> dict:
+    """The q_r the runners should act with, keyed as :func:`_runner_q_r`."""
+    return {k.removeprefix("q_r."): v for k, v in acting_q_r(algo).items()}
+
+
+def _runner_q_r(algo) -> dict:
+    return _net_weights(algo.env_runner_group.local_env_runner.module, "q_r.")
+
+
+NO_WARMUP = dict(warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
+                 beta_r_rampup_steps=0, q_r_target_update_interval=1000,
+                 v_h_e_target_update_interval=1000)
+
+
+def test_nan_in_q_r_is_restored_from_its_target_and_never_reaches_the_runners(ray_session):
+    """The probe's case: a NaN in q_r's weights used to make every later update skip (the
+    schedule advancing) while the NaN q_r went to the EnvRunners, which then always chose
+    action 0. Now q_r is put back to its target copy and training goes on."""
+    algo = small_config(on_nonfinite="skip", **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        target = _net_weights(_module(algo), "target_q_r.")
+        _poison(algo, "q_r")
+        result = algo.train()
+        learner_q_r = _net_weights(_module(algo), "q_r.")
+        assert all(torch.isfinite(v).all() for v in learner_q_r.values())
+        assert not all(torch.equal(learner_q_r[k], target[k]) for k in target)   # learned on
+        assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_restores"] == 1
+        runner, acting = _runner_q_r(algo), _acting(algo)      # the running average's
+        assert all(torch.isfinite(v).all() for v in acting.values())
+        assert all(torch.equal(runner[k], acting[k]) for k in acting)
+        obs = torch.zeros(5, algo.env_runner_group.local_env_runner.module.observation_space.shape[0])
+        pi = eq.power_law_policy(algo.env_runner_group.local_env_runner.module.q_r_values(obs), 10.0)
+        assert torch.isfinite(pi).all()
+    finally:
+        algo.stop()
+
+
+@pytest.mark.parametrize("poisoned", ["weights", "average", "both"])
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
+def test_non_finite_weights_are_never_pushed_to_the_runners(ray_session, on_nonfinite, poisoned):
+    """While learning waits for rows, no learner update runs, but the weights are pushed
+    every iteration: they are checked on the way. The runners act with q_r's running average
+    (ema_decay); a NaN in q_r reaches it at the next update, a NaN in the average reaches the
+    runners at once: it is checked on the way. 'skip' repairs q_r from its target copy and
+    restarts the average from q_r; 'raise' raises and the runners keep their finite q_r."""
+    algo = small_config(on_nonfinite=on_nonfinite, learning_starts=1000, **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        assert algo._empo["num_updates"] == 0
+        before = _runner_q_r(algo)
+        if poisoned in ("weights", "both"):
+            _poison(algo, "q_r")
+        if poisoned in ("average", "both"):
+            _poison(algo, "q_r", average=True)
+        if poisoned == "weights":          # not what the runners act with: nothing to push
+            algo.train()                     # (the next learner update repairs q_r)
+            assert all(torch.equal(before[k], v) for k, v in _runner_q_r(algo).items())
+        elif on_nonfinite == "raise":
+            what = {"average": r"running averages of \['q_r'\] became non-finite",
+                    "both": r"weights of \['q_r'\] became non-finite.* and the running "
+                            r"averages of \['q_r'\]"}[poisoned]
+            with pytest.raises(FloatingPointError, match=what):
+                algo.train()
+            after = _runner_q_r(algo)
+            assert all(torch.equal(before[k], after[k]) for k in before)
+        else:
+            algo.train()
+            after, acting = _runner_q_r(algo), _acting(algo)
+            learner = _net_weights(_module(algo), "q_r.")
+            assert all(torch.isfinite(v).all() for v in [*after.values(), *learner.values()])
+            assert all(torch.equal(after[k], acting[k]) for k in acting)
+    finally:
+        algo.stop()
+
+
+def test_nan_in_v_h_e_does_not_freeze_q_r(ray_session):
+    """A NaN in V_h^e's weights used to make the whole update non-finite, so Q_r froze too."""
+    algo = small_config(on_nonfinite="skip", **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        q_r = _net_weights(_module(algo), "q_r.")
+        _poison(algo, "v_h_e")
+        algo.train()
+        module = _module(algo)
+        assert all(torch.isfinite(v).all() for v in _net_weights(module, "v_h_e.").values())
+        assert not all(torch.equal(q_r[k], v) for k, v in _net_weights(module, "q_r.").items())
+    finally:
+        algo.stop()
+
+
+def test_a_step_that_overflows_the_weights_is_undone_from_the_target(ray_session):
+    """Finite loss and gradients, but the optimizer step leaves inf in q_r (an overflow):
+    'skip' restores q_r from its target copy after every such step and counts it."""
+    algo = small_config(on_nonfinite="skip", **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        opt = algo.learner_group._learner.get_optimizer(DEFAULT_MODULE_ID, OPTIMIZER)
+        real = opt.step
+        q_r_group = next(g for g in opt.param_groups if g["network"] == "q_r")
+
+        def overflowing_step(*args, **kwargs):
+            out = real(*args, **kwargs)
+            with torch.no_grad():
+                q_r_group["params"][0].mul_(float("inf"))
+            return out
+
+        opt.step = overflowing_step
+        result = algo.train()
+        module = _module(algo)
+        q_r, target = _net_weights(module, "q_r."), _net_weights(module, "target_q_r.")
+        assert all(torch.equal(q_r[k], target[k]) for k in q_r)           # the last restore
+        n = algo.config.updates_per_iteration
+        assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_restores"] == n
+        assert result["learners"][DEFAULT_MODULE_ID]["num_nonfinite_skips"] == n
+    finally:
+        algo.stop()
+
+
+def test_a_non_finite_target_too_stops_training(ray_session):
+    algo = small_config(on_nonfinite="skip", **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        _poison(algo, "q_r")
+        _poison(algo, "q_r", target=True)
+        with pytest.raises(FloatingPointError, match=r"the weights of q_r and of its target copy are "
+                                                     r"both non-finite"):
+            algo.train()
+    finally:
+        algo.stop()
+
+
+def test_training_stops_after_max_nonfinite_skips_updates_in_a_row(ray_session):
+    algo = small_config(on_nonfinite="skip", max_nonfinite_skips=3, **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        _corrupt_kernels(algo)
+        with pytest.raises(FloatingPointError, match=r"3 learner updates in a row had non-finite "
+                                                     r"values \(on_nonfinite='skip', "
+                                                     r"max_nonfinite_skips=3\); the last: non-finite loss"):
+            algo.train()
+    finally:
+        algo.stop()
+
+
+def test_the_skip_count_restarts_after_a_clean_update(ray_session):
+    """Two bad iterations with a clean one between them stay under max_nonfinite_skips=6."""
+    algo = small_config(on_nonfinite="skip", max_nonfinite_skips=6, **NO_WARMUP).build_algo()
+    try:
+        algo.train()
+        for _ in range(2):
+            good = _corrupt_kernels(algo)
+            algo.train()                                    # 4 skips in a row
+            _corrupt_kernels(algo, good)                    # clean tables again
+            algo.train()                                    # clean: the count restarts
+    finally:
+        algo.stop()
+
+
+# ======================================================= 4. memory of one iteration
+def test_learner_calls_are_chunked_so_memory_does_not_grow_with_updates_per_iteration(
+        ray_session, monkeypatch):
+    """updates_per_iteration = 10**6 used to sample every update's minibatch in one learner
+    call (memory ~ updates x batch x row size). Calls now hold at most LEARNER_CALL_BYTES of
+    rows; here a bound of 5 updates' worth splits an iteration of 40 updates into 8 calls."""
+    from rllib_empo.algorithm import resources
+    algo = small_config(updates_per_iteration=40, warmup_v_h_e_steps=1000).build_algo()
+    try:
+        algo.train()
+        row = algo.replay.rows.bytes_per_row
+        batch = algo.config.total_train_batch_size
+        monkeypatch.setattr(resources, "LEARNER_CALL_BYTES", 5 * batch * row)
+        calls, real = [], algo.learner_group.update
+
+        def update(*, batch, **kwargs):
+            calls.append(len(batch[DEFAULT_MODULE_ID]))
+            return real(batch=batch, **kwargs)
+
+        algo.learner_group.update = update
+        t0 = algo.num_updates
+        algo.train()
+        assert algo.num_updates - t0 == 40
+        assert calls == [5 * batch] * 8
+        assert max(calls) * row <= resources.LEARNER_CALL_BYTES
+    finally:
+        algo.stop()
 
 
 # ============================================================ README: Troubleshooting

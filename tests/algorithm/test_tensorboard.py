@@ -1,14 +1,16 @@
 """TensorBoard scalars of EmpoCallbacks (standalone; the Tune case is in test_tune.py):
-exact tags, values that match the warm-up schedule, stage transitions at the right steps,
-no writer without a directory, and purged steps after a restore."""
+exact tags, values that match the warm-up schedule, every stage transition and buffer clear
+visible as TensorBoard shows the events (one point per step), no writer without a directory,
+and purged steps after a restore."""
 import math
 
 import numpy as np
 import pytest
 
 from conftest import small_config
-from rllib_empo.algorithm.callbacks import (EmpoCallbacks, IterationTimes, read_scalars,
-                                  scalars_from_result, tensorboard_step)
+from rllib_empo.algorithm.callbacks import (EVENT_TAGS, EmpoCallbacks, IterationTimes,
+                                            as_tensorboard_shows, read_scalars,
+                                            scalars_from_result, tensorboard_step)
 
 REQUIRED_TAGS = ("Warmup/stage", "Warmup/stage_transition", "Warmup/effective_beta_r",
                  "Warmup/is_warmup", "Warmup/active_networks_mask", "Buffer/size",
@@ -31,6 +33,12 @@ def test_scalars_from_result_flattens_numbers_only():
     assert tensorboard_step({"training_iteration": 7}) == 7
 
 
+def test_as_tensorboard_shows_keeps_the_last_point_per_step():
+    assert as_tensorboard_shows([(4, 1.0), (8, 1.0), (8, 0.0), (12, 0.5)]) == \
+        [(4, 1.0), (8, 0.0), (12, 0.5)]
+    assert as_tensorboard_shows([(4, 1.0), (8, 2.0), (6, 3.0)]) == [(4, 1.0), (6, 3.0)]
+
+
 def test_iteration_times_invert_rllib_ema():
     times, c = IterationTimes(), 0.01
     raw = [0.5, 0.2, 0.3, 0.1]
@@ -44,12 +52,13 @@ def test_iteration_times_invert_rllib_ema():
 
 def test_tags_values_and_stage_transitions(ray_session, tmp_path):
     """3 updates per iteration against 4-update stages: transitions fall inside iterations;
-    the ramp start (12) and end (20) clear the buffer and pause learning."""
+    the ramp start (12) and end (20) clear the buffer and pause learning for two iterations
+    (50 rows at 20 per iteration)."""
     tb = tmp_path / "tb"
-    algo = small_config(tensorboard_dir=str(tb), updates_per_iteration=3,
+    algo = small_config(tensorboard_dir=str(tb), updates_per_iteration=3, learning_starts=50,
                         beta_r_rampup_steps=8).build_algo()
     sch = algo.schedule
-    results = [algo.train() for _ in range(9)]
+    results = [algo.train() for _ in range(16)]
     cb = next(c for c in algo.callbacks if isinstance(c, EmpoCallbacks))
     assert cb.logdir == str(tb)
     algo.stop()
@@ -71,8 +80,6 @@ def test_tags_values_and_stage_transitions(ray_session, tmp_path):
         ev = {tag: [v for s, v in scalars[tag] if s == t] for tag in REQUIRED_TAGS}
         k = steps[:i + 1].count(t) - 1
         assert ev["Warmup/stage"][k] == sch.stage(t)
-        crossed = any(prev < e <= t for e, _ in sch.stage_transitions())
-        assert ev["Warmup/stage_transition"][k] == float(crossed), (i, prev, t)
         assert ev["Warmup/effective_beta_r"][k] == pytest.approx(sch.effective_beta_r(t), rel=1e-6)
         assert ev["Warmup/is_warmup"][k] == float(sch.is_in_warmup(t))
         assert ev["Warmup/active_networks_mask"][k] == sch.active_mask(t)
@@ -80,10 +87,19 @@ def test_tags_values_and_stage_transitions(ray_session, tmp_path):
         for n in existing:
             assert row[f"LearningRate/{n}"] == pytest.approx(sch.learning_rate(n, max(t - 1, 0)), rel=1e-6)
         prev = t
-    # every transition of the schedule shows up, in the iteration that crossed it
-    flagged = [t for (t, v) in scalars["Warmup/stage_transition"] if v == 1.0]
-    assert len(flagged) == len({next(t for t in steps if t >= e) for e, _ in sch.stage_transitions()
-                                if e <= steps[-1]})
+    # What TensorBoard shows (one point per step, the last): every stage transition and every
+    # buffer clear of the schedule as a 1.0 at its own learner update, although transitions
+    # fall inside iterations and the iterations after a clear repeat the step
+    assert len(steps) > len(set(steps))                             # paused iterations
+    shown = {tag: as_tensorboard_shows(scalars[tag]) for tag in EVENT_TAGS}
+    transitions = [e for e, _ in sch.stage_transitions() if e <= steps[-1]]
+    assert transitions == [4, 8, 12, 20]
+    assert [s for s, v in shown["Warmup/stage_transition"] if v == 1.0] == transitions
+    assert [s for s, v in shown["Warmup/buffer_clear"] if v == 1.0] == list(sch.clear_points)
+    assert {v for _, v in shown["Warmup/stage_transition"]} == {0.0, 1.0}
+    # the plain per-iteration tags would have hidden them: the last point at 12 is a 0
+    assert dict(as_tensorboard_shows([(s, v) for s, v in zip(steps, (
+        float(r["Warmup"]["stage_transition"]) for r in results))]))[12] == 0.0
     # Q_r has a loss only once it trains (from update E2 = 8 on)
     assert min(s for s, _ in scalars["Loss/q_r"]) > sch.ends[2]
     assert all(math.isfinite(v) for _, v in scalars["Loss/v_h_e"])

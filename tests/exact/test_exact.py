@@ -259,3 +259,97 @@ def test_rock_gate_exact_policy_frees_the_human():
         free, shut = (steps == t) & ~blocked, (steps == t) & blocked
         if free.any() and shut.any():
             assert sol.X_H[free, 0].mean() > sol.X_H[shut, 0].mean()
+
+
+# ---------------------------------------------------------------- reliability (issue 13)
+import inspect  # noqa: E402
+
+from rllib_empo.exact.compare import compare_to_exact  # noqa: E402
+from rllib_empo.exact.statespace import DEFAULT_MAX_STATES  # noqa: E402
+
+
+def test_max_states_has_a_default_shared_with_the_config_and_the_error_says_how_to_raise_it():
+    from rllib_empo import EmpoConfig
+    assert DEFAULT_MAX_STATES == EmpoConfig().exact_max_states == 1_000_000
+    assert inspect.signature(StateGraph).parameters["max_states"].default == DEFAULT_MAX_STATES
+    assert inspect.signature(solve).parameters["max_states"].default == DEFAULT_MAX_STATES
+    with pytest.raises(WorldProtocolError, match=r"more than 2 reachable states, too large for the "
+                                                 r"exact solver; raise the limit with max_states= "
+                                                 r".*exact_max_states.*--max-states"):
+        StateGraph(ThreeStateWorld(), max_states=2)
+
+
+class NanStateWorld(ThreeStateWorld):
+    """Successors carry a fresh float NaN: no two visits of a state compare equal."""
+
+    def initial_state(self):
+        return ("s0", 0.0)
+
+    def is_terminal(self, s):
+        return s[0] == "sT"
+
+    def transition_probabilities(self, s, ja):
+        out = super().transition_probabilities(s[0], ja)
+        return out and [(p, (t, float("nan"))) for p, t in out]
+
+    def possible_goals(self, s, h):
+        return [(AtState("s1"), 0.5), (AtState("sT"), 0.5)]
+
+    def encode_state(self, s):
+        return super().encode_state(s[0])
+
+
+class _Cell:
+    """A state object without __eq__/__hash__ (identity-hashed)."""
+
+    def __init__(self, name):
+        self.name = name
+
+
+class IdentityStateWorld(NanStateWorld):
+    def transition_probabilities(self, s, ja):
+        out = ThreeStateWorld.transition_probabilities(self, s[0], ja)
+        return out and [(p, (t, _Cell(t))) for p, t in out]
+
+
+@pytest.mark.parametrize("world", [NanStateWorld(), IdentityStateWorld()], ids=["nan", "identity"])
+def test_states_that_never_compare_equal_are_an_error_not_a_blow_up(world):
+    with pytest.raises(WorldProtocolError, match=r"is not equal to a copy of itself"):
+        StateGraph(world)
+
+
+def test_is_achieved_returning_none_is_not_read_as_false_by_the_solver():
+    class NoneGoal(AtState):
+        def is_achieved(self, state):
+            return True if state == self.name else None
+
+    class W(ThreeStateWorld):
+        goals = (NoneGoal("s1"), NoneGoal("sT"))
+
+    with pytest.raises(WorldProtocolError, match=r"is_achieved\('s0'\) returned None"):
+        solve(W(), goal_prior, beta_r=1.0, gamma_h=0.9, gamma_r=0.9, zeta=2.0, xi=1.0, eta=1.1)
+
+
+def test_argmax_agreement_is_nan_when_no_state_has_a_unique_best_action():
+    """beta_r = 0: the exact policy is uniform everywhere, so no state has a unique best
+    action and the agreement is undefined (NaN), not 1.0."""
+    sol = solve(ThreeStateWorld(), goal_prior, beta_r=0.0, gamma_h=0.8, gamma_r=0.9,
+                zeta=2.0, xi=1.0, eta=1.1)
+
+    class Exact:                    # "learned" values equal to the exact ones
+        def values(self, states):
+            idx = [sol.graph.index[s] for s in states]
+            return {"q_r": sol.Q[idx], "pi_r": sol.PI[idx], "v_r": sol.V_R[idx], "x_h": sol.X_H[idx]}
+
+        def v_h_e_values(self, items):
+            return np.array([sol.V_HE[sol.graph.humans[pos]][sol.graph.index[s],
+                                                            sol.goals[sol.graph.humans[pos]].index(g)]
+                             for s, pos, g in items])
+
+    figures = compare_to_exact(Exact(), sol)
+    assert np.isnan(figures["argmax_agreement"])
+    assert figures["tv_pi_r_s0"] == 0.0
+    greedy = solve(ThreeStateWorld(), goal_prior, beta_r=5.0, gamma_h=0.8, gamma_r=0.9,
+                   zeta=2.0, xi=1.0, eta=1.1)
+    sol = greedy
+    assert compare_to_exact(Exact(), sol)["argmax_agreement"] == 1.0

@@ -355,3 +355,154 @@ def test_register_world_adds_a_user_world():
         assert world_kwargs("tiny_test_world") == {"horizon": 2}
     finally:
         del WORLDS["tiny_test_world"]
+
+
+# --- the protocol's value checks (reliability, issue 13) -------------------------------------
+from fractions import Fraction  # noqa: E402
+
+from rllib_empo.worlds.protocol import (PROB_TOLERANCE, WorldProtocolError,  # noqa: E402
+                                        check_state_equality, checked_achieved, checked_prior)
+
+
+class _Line:
+    """A robot (agent 0) and a human (agent 1) on a line of 3 cells; state (steps, cell)."""
+    name = "line"
+    human_agent_indices = [1]
+    robot_agent_indices = [0]
+    num_actions = 2
+
+    def initial_state(self):
+        return (2, 1)
+
+    def is_terminal(self, s):
+        return s[0] == 0
+
+    def transition_probabilities(self, s, ja):
+        if s[0] == 0:
+            return None
+        return [(0.5, (s[0] - 1, s[1])), (0.5, (s[0] - 1, min(s[1] + ja[1], 2)))]
+
+    def possible_goals(self, s, h):
+        return [(_AtCell(0), 0.5), (_AtCell(2), 0.5)]
+
+    def encode_state(self, s):
+        return np.array(s, np.float32)
+
+    def encode_goal(self, g):
+        return np.array([g.cell], np.float32)
+
+
+class _AtCell:
+    def __init__(self, cell):
+        self.cell = cell
+
+    def __eq__(self, other):
+        return isinstance(other, _AtCell) and other.cell == self.cell
+
+    def __hash__(self):
+        return hash(self.cell)
+
+    def is_achieved(self, s):
+        return s[1] == self.cell
+
+
+def test_a_plain_error_in_the_world_names_world_state_joint_action_and_error():
+    class Broken(_Line):
+        def transition_probabilities(self, s, ja):
+            return {(2, 1): [(1.0, (1, 1))]}[s] if s[0] == 2 else {}[s]   # KeyError at (1, 1)
+
+    w = Broken()
+    assert checked_transitions(w, (2, 1), [0, 1]) == [(1.0, (1, 1))]
+    with pytest.raises(WorldProtocolError, match=r"^world 'line': transition_probabilities\(\(1, 1\), "
+                                                 r"\[0, 1\]\) raised KeyError: \(1, 1\)$") as err:
+        checked_transitions(w, (1, 1), [0, 1])
+    assert isinstance(err.value.__cause__, KeyError)
+
+
+def test_is_achieved_returning_none_is_a_protocol_error():
+    class Lazy(_AtCell):
+        def is_achieved(self, s):
+            if s[1] == self.cell:
+                return True                 # forgets the False branch: returns None
+
+    w = _Line()
+    assert checked_achieved(w, _AtCell(1), (2, 1)) is True
+    assert checked_achieved(w, _AtCell(1), (2, 0)) is False
+    assert checked_achieved(w, Lazy(1), (2, 1)) is True
+    with pytest.raises(WorldProtocolError, match=r"is_achieved\(\(2, 0\)\) returned None; it must "
+                                                 r"return a bool"):
+        checked_achieved(w, Lazy(1), (2, 0))
+
+
+def test_fraction_probabilities_and_weights_are_accepted_as_floats():
+    class Exact(_Line):
+        def transition_probabilities(self, s, ja):
+            out = super().transition_probabilities(s, ja)
+            return out and [(Fraction(1, 2), t) for _, t in out]
+
+        def possible_goals(self, s, h):
+            return [(_AtCell(0), Fraction(1, 3)), (_AtCell(2), Fraction(2, 3))]
+
+    w = Exact()
+    check_world(w)
+    out = checked_transitions(w, (2, 1), [0, 1])
+    assert [p for p, _ in out] == [0.5, 0.5] and all(type(p) is float for p, _ in out)
+    goals = check_goals(w, (2, 1), 1)
+    assert [wt for _, wt in goals] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
+    assert all(type(wt) is float for _, wt in goals)
+
+
+@pytest.mark.parametrize("low, high", [(-5e-7, 1 + 5e-7), (-PROB_TOLERANCE, 1 + PROB_TOLERANCE)])
+def test_probabilities_within_the_tolerance_are_clipped_to_0_and_1(low, high):
+    """Decision: a value within PROB_TOLERANCE outside [0, 1] is a rounding error and is clipped,
+    so no negative probability reaches a table or the solver; further out it is an error."""
+    class Rounding(_Line):
+        def transition_probabilities(self, s, ja):
+            if s[0] == 0:
+                return None
+            return [(low, (s[0] - 1, 0)), (high, (s[0] - 1, 2))]
+
+    out = checked_transitions(Rounding(), (2, 1), [0, 0])
+    assert [p for p, _ in out] == [0.0, 1.0]
+    prior = checked_prior(_Line(), lambda s, h, g: np.array([low, high]), (2, 1), 1, _AtCell(0))
+    assert prior.tolist() == [0.0, 1.0]
+
+
+@pytest.mark.parametrize("value", [-2e-6, 1 + 2e-6, float("nan"), "0.5", True])
+def test_probabilities_beyond_the_tolerance_are_rejected(value):
+    class Off(_Line):
+        def transition_probabilities(self, s, ja):
+            if s[0] == 0:
+                return None
+            rest = 1.0 - value if isinstance(value, float) else 0.5
+            return [(value, (s[0] - 1, 0)), (rest, (s[0] - 1, 2))]
+
+    with pytest.raises(WorldProtocolError, match=r"probability .* is not finite in \[0, 1\]"):
+        checked_transitions(Off(), (2, 1), [0, 0])
+
+
+class _Token:
+    """Hashed by identity: two tokens never compare equal."""
+
+
+@pytest.mark.parametrize("state", [(3, float("nan")), (3, _Token())], ids=["nan", "identity"])
+def test_states_that_are_not_equal_to_a_copy_of_themselves_are_detected(state):
+    assert state == state                   # Python compares identical objects as equal ...
+    with pytest.raises(WorldProtocolError, match=r"is not equal to a copy of itself; states must "
+                                                 r"compare and hash by value"):
+        check_state_equality(_Line(), state)  # ... but a copy of the value is not
+
+
+def test_state_equality_accepts_value_states_and_skips_unpicklable_ones():
+    for state in [(3, 1), ("a", (1, 2)), frozenset({1, 2}), np.int64(4), (1.5, None)]:
+        check_state_equality(_Line(), state)
+    check_state_equality(_Line(), (1, lambda: 0))     # cannot be copied: not judged
+
+
+def test_check_world_refuses_an_initial_state_with_nan():
+    class NanStart(_Line):
+        def initial_state(self):
+            return (2, float("nan"))
+
+    with pytest.raises(WorldProtocolError, match=r"state \(2, nan\) is not equal to a copy"):
+        check_world(NanStart())
