@@ -44,14 +44,17 @@ class TooManyStatesError(WorldProtocolError):
                  limit_name: str = "max_states"):
         self.world_name, self.max_states = world_name, int(max_states)
         self.lower_bound, self.limit_name = lower_bound, limit_name
-        super().__init__(self.message(self.default_how()))
+        text = self.message(self.default_how())
+        if limit_name == "max_states":             # called directly: name the other way out
+            text += (" (or train with a prior that does not enumerate the world: "
+                     "prior='heuristic' or 'uniform')")
+        super().__init__(text)
 
     def default_how(self) -> str:
         if self.limit_name == "max_states":        # called directly: every way to raise it
             return (f"with max_states= (now {self.max_states}; StateGraph, solve), "
-                    "exact_max_states (the config) or --max-states (rllib-empo solve) if the "
-                    "machine has the memory, or train with a prior that does not enumerate "
-                    "the world (prior='heuristic' or 'uniform'),")
+                    "exact_max_states (the config) or --max-states (rllib-empo solve), if the "
+                    "machine has the memory,")
         return f"{self.limit_name}={self.max_states}"
 
     def message(self, how: str) -> str:
