@@ -3,8 +3,8 @@
 **Configuration** (as the earlier rock_gate benchmark): every network is one
 (``u_r_use_network=True``, ``v_r_use_network=True``: q_r, v_h_e, x_h, u_r and v_r), every
 warm-up duration 0 (stage 6 from the first update: every network trains on every update),
-model-based targets, the default hidden sizes (64, 64) and target-copy intervals (100
-updates), batch 64, one torch thread (``torch_num_threads=1``), ``num_env_runners=0``.
+model-based targets, hidden sizes (64, 64) (the issue's reference; the defaults are now
+(256, 256), measured separately below) and target-copy intervals (100 updates), batch 64, one torch thread (``torch_num_threads=1``), ``num_env_runners=0``.
 Worlds: rock_gate, lanes (2 humans, 64 joint actions, 28,137 states) and crowd with 3 humans
 (heuristic prior, ``sum_human_actions=False``), all three built in one process and measured
 in the same run, their blocks interleaved so that all see the same load. The replay memory
@@ -38,7 +38,10 @@ lanes) and M the goals trained per human (G in mode "sum", 1 otherwise). The ded
 is old / new per update; beside it the distinct states of one minibatch alone (what one
 update evaluates without the cache across updates) and the non-padding successor slots.
 
-Also: batch 256 on rock_gate (chunk 8).
+Also: batch 256 on rock_gate (chunk 8), and **the defaults** (hidden sizes (256, 256),
+batch 256, 32 updates per call as ``updates_per_iteration``) on rock_gate and lanes
+(``learner_updates_per_s_defaults_<world>``): the rate that sets how long a default run's
+20,000 updates take.
 
 Bars: >= 300 updates/s on rock_gate; lanes >= 0.5 x rock_gate measured in the same run;
 >= 50 updates/s on crowd with 3 humans.
@@ -230,7 +233,8 @@ def dedup(algo, world: str, evaluated: int, updates: int) -> dict:
     return {"K_old": K_old, "B": B, "H": H, "M": M, "G": G,
             "old_q_r_evals_per_update": old_q, "old_v_h_e_evals_per_update": old_vhe,
             "state_evals_per_update": per_update, "v_h_e_evals_per_update": new_vhe,
-            "dedup_factor_q_r": old_q / max(per_update, 1e-9),
+            # None when no target copy fell in the counted blocks (--quick's 16 updates)
+            "dedup_factor_q_r": old_q / per_update if per_update else None,
             "dedup_factor_v_h_e": old_vhe / max(new_vhe, 1e-9),
             "within_update_distinct_states": slots["distinct_states"],
             "within_update_factor_q_r": old_q / slots["distinct_states"],
@@ -242,17 +246,17 @@ def dedup(algo, world: str, evaluated: int, updates: int) -> dict:
 
 
 # ---------------------------------------------------------------- the measurement
-def build(world: str, batch_size: int, fill: int):
-    algo = learner_config(batch_size, world).build_algo()
+def build(world: str, batch_size: int, fill: int, hidden=(64, 64)):
+    algo = learner_config(batch_size, world, hidden=hidden).build_algo()
     fill_replay(algo, fill)
     algo._update_stats = {}                  # training_step() sets it up otherwise
     return algo
 
 
 def measure(worlds, blocks: int, per_block: int, fill: int, batch_size: int = 64,
-            plain: bool = True, chunks=(CHUNK, 1)) -> dict:
+            plain: bool = True, chunks=(CHUNK, 1), hidden=(64, 64)) -> dict:
     """Rates of every path on every world, blocks interleaved (module docstring)."""
-    algos = {w: build(w, batch_size, fill) for w in worlds}
+    algos = {w: build(w, batch_size, fill, hidden) for w in worlds}
     try:
         paths = {}
         for w, algo in algos.items():
@@ -270,7 +274,7 @@ def measure(worlds, blocks: int, per_block: int, fill: int, batch_size: int = 64
                 cache = local_learner(algos[w]).target_cache
                 e0 = cache.evaluated
                 wall, cpu, _ = timed_cpu(lambda: fn(per_block))
-                if p == f"rllib{CHUNK}":
+                if p == f"rllib{chunks[0]}":
                     evaluated[w] += cache.evaluated - e0
                 samples[(w, p)][0].append(per_block / wall)
                 samples[(w, p)][1].append(per_block / cpu)
@@ -283,7 +287,7 @@ def measure(worlds, blocks: int, per_block: int, fill: int, batch_size: int = 64
                 if w2 == w:
                     r[p] = {"updates_per_s": median(wall), "cpu_updates_per_s": median(cpu),
                             "updates_per_s_all": wall, "cpu_updates_per_s_all": cpu}
-            if f"rllib{CHUNK}" in r:
+            if f"rllib{CHUNK}" in r and chunks[0] == CHUNK:
                 r["dedup"] = dedup(algo, w, evaluated[w], blocks * per_block)
             out[w] = r
         return out
@@ -389,6 +393,26 @@ def run(quick: bool = False) -> dict:
     rows.append(row("learner_updates_per_s_b256", "rock_gate: learner updates/s, batch 256",
                     c["updates_per_s"], "updates/s",
                     note=f"CPU-time rate {c['cpu_updates_per_s']:.0f}; 8 per call", quick=quick))
+
+    # the defaults: 256x256 networks, batch 256, 32 updates per call (rock_gate and lanes)
+    from rllib_empo import EmpoConfig
+    d = EmpoConfig()
+    hidden, batch, per_call = (d.hidden_sizes, d.train_batch_size_per_learner,
+                               d.updates_per_iteration)
+    dworlds = ("rock_gate",) if quick else ("rock_gate", "lanes")
+    r = measure(dworlds, blocks, max(per_block, per_call), fill, batch_size=batch, plain=False,
+                chunks=(per_call,), hidden=hidden)
+    details["defaults"] = r
+    for w in dworlds:
+        c = r[w][f"rllib{per_call}"]
+        key = f"learner_updates_per_s_defaults_{w}"
+        figures[key], figures[key + "_cpu"] = c["updates_per_s"], c["cpu_updates_per_s"]
+        rows.append(row(key, f"{CASE_LABELS[w]}: learner updates/s with the defaults",
+                        c["updates_per_s"], "updates/s", note=(
+                            f"CPU-time rate {c['cpu_updates_per_s']:.0f}; hidden sizes "
+                            f"{tuple(hidden)}, batch {batch}, {per_call} updates per call; "
+                            f"20,000 updates take {20_000 / c['updates_per_s'] / 60:.0f} min "
+                            "of learner time"), quick=quick))
 
     # where RLlib's extra time goes (cProfile, rock_gate)
     from benchmarks.profiling import learner_parts
