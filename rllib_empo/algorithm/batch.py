@@ -212,7 +212,9 @@ class TargetCache:
     def v_h_e_at_successors(self, b: Batch) -> torch.Tensor:
         """V_h^e^T(s'_k, g) for the goals g = ``b.goal`` [B, H, M] of each row's state and its
         successors: [B, H, M, K]. Read from the cache where g is among the successor's own
-        goals (always, on worlds whose goals do not depend on the state), else evaluated."""
+        goals (always, on worlds whose goals do not depend on the state), else evaluated --
+        except where eq. (6) multiplies it by zero (a terminal successor, or one in which g
+        is achieved): there it is 0."""
         goals_next = _g(self.view, "states", "goals", b.succ)               # [B, K, H, G]
         vals = self.vhe[b.succ]                                               # [B, K, H, G]
         match = goals_next.permute(0, 2, 1, 3)[:, :, None] == b.goal[..., None, None]
@@ -220,7 +222,9 @@ class TargetCache:
         pos = match.to(torch.uint8).argmax(-1)
         out = vals.permute(0, 2, 1, 3)[:, :, None].expand(-1, -1, b.goal.shape[2], -1, -1)
         out = out.gather(-1, pos[..., None]).squeeze(-1) * found
-        missing = (~found) & (b.goal >= 0)[..., None] & b.succ_valid[:, None, None, :]
+        needed = (b.succ_valid & (b.succ_terminal == 0))[:, None, None, :] & (b.achieved == 0)
+        out = out * needed
+        missing = (~found) & (b.goal >= 0)[..., None] & needed
         if missing.any():
             bi, hi, mi, ki = missing.nonzero(as_tuple=True)
             obs = _g(self.view, "states", "obs", b.succ[bi, ki]).float()

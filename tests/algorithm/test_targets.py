@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from rllib_empo.algorithm.batch import TargetCache, expand
+from rllib_empo.algorithm.batch import TargetCache, _g, expand
 from rllib_empo.algorithm.module import EmpoRLModule
 from rllib_empo.algorithm.store import ReplayStore
 from rllib_empo.algorithm.targets import LOG_TARGET_FLOOR, compute_targets, loss_masks, value_loss
@@ -315,6 +315,35 @@ def test_each_target_network_runs_once_per_state_between_copies():
     np.testing.assert_allclose(fresh["q_r"].numpy(),
                                BruteForce(m, sample, "sum").targets(BETA)["q_r"], rtol=2e-4,
                                atol=1e-6)
+
+
+def test_v_h_e_is_not_evaluated_where_eq_6_multiplies_it_by_zero():
+    """Outside the cache (a goal that the successor does not list), V_h^e^T(s', g) is only
+    evaluated at non-terminal successors in which g is not achieved: elsewhere eq. (6)
+    multiplies it by 0. The targets stay those of the brute force (the test above)."""
+    m = make_module(True, False, False)
+    sample = random_sample("sum", seed=4)
+    store = memory(sample, "sum")
+    b = minibatch(store, sample)
+    cache = TargetCache(m, store, TH)
+    cache.ensure(torch.unique(torch.cat([b.s, b.succ[b.succ_valid]])))
+    calls = []
+    real = m.v_h_e_values
+    m.v_h_e_values = lambda obs, goal, target=False: calls.append(obs.shape[0]) or real(
+        obs, goal, target=target)
+    try:
+        out = cache.v_h_e_at_successors(b)
+    finally:
+        del m.v_h_e_values
+    term = (b.succ_terminal > 0)[:, None, None, :].expand_as(out)
+    achieved = b.achieved > 0
+    assert (term & (b.goal >= 0)[..., None]).any() and achieved.any()   # both cases occur
+    assert (out[term | achieved] == 0).all()
+    goals_next = _g(store, "states", "goals", b.succ)
+    listed = (goals_next.permute(0, 2, 1, 3)[:, :, None] == b.goal[..., None, None]).any(-1)
+    needed = (~listed & (b.goal >= 0)[..., None] & b.succ_valid[:, None, None, :]
+              & ~term & ~achieved)
+    assert sum(calls) == int(needed.sum()) > 0
 
 
 def test_a_reused_slot_is_recomputed():
