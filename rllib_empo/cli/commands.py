@@ -134,7 +134,8 @@ def build_config(args):
 
 def default_updates(config) -> int:
     """Learner updates of ``train`` without --updates/--iterations: the warm-up and the ramp,
-    then as long again in full training (at least one iteration's updates)."""
+    then (DEFAULT_RUN_FACTOR - 1) times as long in full training (at least one iteration's
+    updates)."""
     return max(DEFAULT_RUN_FACTOR * config.schedule.ends[-1], config.updates_per_iteration)
 
 

@@ -13,6 +13,7 @@ import sys
 
 from _cli import FAST_TRAIN, address, cli_env, run_cli
 from rllib_empo.analysis.progress import CONVERGENCE_METRIC
+from rllib_empo.cli.parser import DEFAULT_RUN_FACTOR
 from rllib_empo.analysis.progress_bar import TrainingProgress, describe
 
 
@@ -70,13 +71,15 @@ def test_train_without_a_run_length_runs_the_warmup_and_as_long_again(ray_sessio
     run = tmp_path / "run"
     out = run_cli(["train", "--world", "rock_gate", *FAST_TRAIN, "--out", run,
                    *address(ray_session)]).stdout
-    assert "run: 32 learner updates (default: 2 x the end of the beta_r ramp at 16" in out
+    n = DEFAULT_RUN_FACTOR * 16
+    assert (f"run: {n} learner updates (default: {DEFAULT_RUN_FACTOR} x the end of the beta_r "
+            "ramp at 16") in out
     progress = [line for line in out.splitlines() if re.match(r"\[\s*\d+%\]", line)]
-    assert 5 <= len(progress) <= 16 and progress[-1].startswith("[100%] updates 32/32")
+    assert 5 <= len(progress) <= n // 4 + 4 and progress[-1].startswith(f"[100%] updates {n}/{n}")
     assert "\r" not in out
-    assert "done: 32 learner updates in" in out and "final: stage 6 full training" in out
+    assert f"done: {n} learner updates in" in out and "final: stage 6 full training" in out
     rows = [json.loads(line) for line in (run / "progress.jsonl").read_text().splitlines()]
-    assert rows[-1]["step"] == 32 and rows[-1]["Warmup/stage"] == 6
+    assert rows[-1]["step"] == n and rows[-1]["Warmup/stage"] == 6
 
 
 def test_train_on_a_terminal_draws_one_bar(ray_session, tmp_path):
