@@ -27,7 +27,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 fidelity: $(STAMP)
-	$(PY) benchmarks/fidelity.py
+	$(PY) -m benchmarks.fidelity_matrix
 
 docs: $(STAMP)
 	$(PY) -m tools.gen_docs

@@ -159,6 +159,46 @@ def summary_rows(data: dict) -> list[dict]:
     return rows
 
 
+PLOT = Path(__file__).resolve().parents[1] / "docs" / "images" / "residual_vs_exact.png"
+
+
+def plot_residual_vs_exact(data: dict, path: Path = PLOT,
+                           worlds=("rock_gate", "lanes")) -> Path | None:
+    """One panel per world (its seeds as lines): ``Residual/q_r`` (no exact solution needed,
+    solid) and the exact mean TV and TV(pi_r, s0) (dashed, dotted) against learner updates,
+    on log axes, with Spearman's rho in the title. None when no cell of ``worlds`` has both."""
+    from matplotlib.figure import Figure
+    cells = [c for c in data["cells"].values() if c["world"] in worlds and c.get("exact")]
+    shown = [w for w in worlds if any(c["world"] == w for c in cells)]
+    if not shown:
+        return None
+    fig = Figure(figsize=(5.2 * len(shown), 3.8))
+    for i, world in enumerate(shown):
+        ax = fig.add_subplot(1, len(shown), i + 1)
+        rhos = []
+        for c in sorted((c for c in cells if c["world"] == world), key=lambda c: c["seed"]):
+            x = [p["num_updates"] for p in c["curve"]]
+            colour = f"C{c['seed'] % 10}"
+            ax.plot(x, [p["residual"].get("q_r", math.nan) for p in c["curve"]], "-",
+                    color=colour, label=f"seed {c['seed']}: Residual/q_r")
+            ax.plot(x, [p["figures"]["mean_tv_pi_r"] for p in c["curve"]], "--", color=colour,
+                    label=f"seed {c['seed']}: exact mean TV")
+            ax.plot(x, [p["figures"]["tv_pi_r_s0"] for p in c["curve"]], ":", color=colour,
+                    label=f"seed {c['seed']}: exact TV(pi_r, s0)")
+            rhos.append(c["rank_correlation"]["mean_tv_pi_r"])
+        ax.set_yscale("log")
+        ax.set_xlabel("learner updates")
+        ax.axhline(0.03, color="grey", lw=0.8)
+        rho = ", ".join(f"{r:.2f}" for r in rhos)
+        ax.set_title(f"{world}: Spearman rho(Residual/q_r, mean TV) = {rho}", fontsize=9)
+        ax.legend(fontsize=6, ncol=1 if len(rhos) < 2 else 2)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -169,7 +209,12 @@ def main(argv=None) -> int:
     ap.add_argument("--every", type=int, default=None,
                     help=f"evaluate every N updates (default: budget / {EVALUATIONS})")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--plot-only", action="store_true",
+                    help=f"only redraw {PLOT.relative_to(PLOT.parents[2])} from --out")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        print(plot_residual_vs_exact(json.loads(args.out.read_text())))
+        return 0
     from benchmarks.common import ensure_ray
     ensure_ray(num_cpus=2)
     for world in args.worlds.split(","):
@@ -180,6 +225,7 @@ def main(argv=None) -> int:
             print(json.dumps({k: cell.get(k) for k in ("world", "seed", "first_met", "stayed",
                                                       "final_met", "train_s")}), flush=True)
     if args.out == OUT:
+        plot_residual_vs_exact(json.loads(OUT.read_text()))
         from tools import gen_docs
         gen_docs.update(gen_docs.ROOT / "README.md")
     return 0
