@@ -107,9 +107,15 @@ def _benchmarks() -> None:
 
 MATRIX = BENCHMARKS / "fidelity_matrix.json"       # python -m benchmarks.fidelity_matrix
 FIGURE_NAMES = {"tv_pi_r_s0": "TV(pi_r, s0)", "v_r_s0_rel_error": "V_r(s0) error",
-                "mean_tv_pi_r": "mean TV", "mean_abs_v_h_e_error": "mean |dV_h^e|",
+                "mean_tv_pi_r": "mean TV", "mean_abs_v_h_e_error": "mean \\|dV_h^e\\|",
                 "mean_tv_pi_r_decision": "decision TV",
                 "greedy_agreement_clear": "greedy right (clear)"}
+
+
+def _every(cells) -> str:
+    steps = sorted({round((c["curve"][1]["num_updates"] - c["curve"][0]["num_updates"]), -2)
+                    for c in cells if len(c["curve"]) > 1})
+    return " or ".join(f"{s:,.0f}" for s in steps) or "n/a"
 
 
 def _fidelity() -> str:
@@ -127,9 +133,12 @@ def _fidelity() -> str:
         if not vals:
             return "n/a"
         v = min(vals) if CONVERGENCE_BARS[key][0] == ">=" else max(vals)
-        return f"{v:.1%}" if key == "greedy_agreement_clear" else f"{v:.3f}"
+        if key in ("greedy_agreement_clear", "v_r_s0_rel_error"):
+            return f"{v:.1%}"
+        return f"{v:.3f}" if v >= 0.001 else f"{v:.1e}"
 
-    head = ("| world (states) | seeds | updates | every bar first met at (per seed) | stayed after |"
+    head = ("| world (states) | seeds | updates (training time) | every bar first met at "
+            "(per seed) | stayed after |"
             + "".join(f" {FIGURE_NAMES[k]} |" for k in CONVERGENCE_BARS) + "\n|"
             + "---|" * (5 + len(CONVERGENCE_BARS)) + "\n")
     bars = ("| *bar* | | | | |" + "".join(f" {d} {b:.0%} |" if k in ("v_r_s0_rel_error",
@@ -147,14 +156,21 @@ def _fidelity() -> str:
             continue
         first = ", ".join("not met" if f is None else f"{f:,}" for f in r["first_met"])
         stayed = ", ".join({True: "yes", False: "no", None: "-"}[s] for s in r["stayed"])
-        lines.append(f"| {r['world']} ({r['num_states']:,}) | {seeds} | {r['updates']:,} | "
+        minutes = ", ".join(f"{s / 60:.0f}" for s in r["train_s"])
+        lines.append(f"| {r['world']} ({r['num_states']:,}) | {seeds} | {r['updates']:,} "
+                     f"({minutes} min) | "
                      f"{first} | {stayed} |"
                      + "".join(f" {worst(r['final'][k], k)} |" for k in CONVERGENCE_BARS))
+        if any(f is not None for f in r["first_met"]):
+            lines.append("| *worst after first met* | | | | |" + "".join(
+                f" {worst(r['worst_after'][k], k)} |" for k in CONVERGENCE_BARS))
     cells = list(data["cells"].values())
     dates = sorted(c["date"] for c in cells)
     text = (head + bars + "\n".join(lines) + "\n\n"
-            "Figures at the last evaluation, the worst seed's; \"stayed after\" says whether "
-            "every later evaluation (every 1/20 of the run) met every bar too. ")
+            "Figures at the last evaluation, the worst seed's, and below them the worst value "
+            "of each figure from the first evaluation that met every bar on; \"stayed after\" says whether "
+            f"every later evaluation (every {_every(cells)} updates) met every bar too; training "
+            "time per seed on this shared machine, evaluations excluded. ")
     corr = [c for r in rows if r["exact"] for c in r["rank_correlation"] if c == c]
     if corr:
         text += ("Spearman's rank correlation along the runs between `Residual/q_r` (no exact "
