@@ -35,7 +35,7 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parent / "fidelity_matrix.json"
 #: world -> learner updates a cell trains for (the issue's budget: 20,000 up to 30,000
 #: states, 100,000 above).
-WORLDS = {"corridor": 20_000, "grid": 20_000, "rock_gate": 20_000, "lanes": 20_000,
+WORLDS = {"corridor": 20_000, "rock_gate": 20_000, "lanes": 20_000,
           "vault": 100_000, "crowd": 20_000}
 SEEDS = (0, 1, 2)
 #: evaluations per cell (every budget / EVALUATIONS updates)
