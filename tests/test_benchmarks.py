@@ -29,3 +29,34 @@ def test_run_all_quick_writes_results(tmp_path):
     assert "nproc" in md and "torch" in md and "rock_gate: bytes per transition" in md
     assert "load average" in md
     assert "rock_gate: nr=0, 1 env(s)/runner, per runner" in proc.stdout
+
+
+def test_fidelity_matrix_cell_summary_and_readme_table(ray_session, tmp_path):
+    """A (short) cell of the fidelity matrix on the defaults: its curve, the bars' summary,
+    the merged file, the README table and the residual plot built from it."""
+    from benchmarks import fidelity_matrix as fm
+    from rllib_empo.exact.compare import CONVERGENCE_BARS
+    from tools import gen_docs
+    cell = fm.run_cell("corridor", 0, updates=64, every=32, verbose=False)
+    assert cell["exact"] and cell["num_states"] == 139 and cell["updates"] >= 64
+    assert [p["num_updates"] for p in cell["curve"]][-1] == cell["updates"]
+    assert set(CONVERGENCE_BARS) <= set(cell["final"])
+    assert cell["first_met"] is None and cell["stayed"] is None     # still in the warm-up
+    out = tmp_path / "matrix.json"
+    fm.merge(cell, out)
+    big = dict(cell, world="crowd", exact=False, num_states=None)  # a residual-only cell
+    data = fm.merge(big, out)
+    assert set(data["cells"]) == {"corridor/0", "crowd/0"}
+    rows = fm.summary_rows(data)
+    assert [r["world"] for r in rows] == ["corridor", "crowd"]
+    assert rows[0]["first_met"] == [None] and "final_residual" in rows[1]
+    old = gen_docs.MATRIX
+    gen_docs.MATRIX = out
+    try:
+        table = gen_docs._fidelity()
+    finally:
+        gen_docs.MATRIX = old
+    assert "| corridor (139) | 0 | 64 " in table and "not met" in table
+    assert "crowd is too large for the exact solver" in table
+    assert fm.plot_residual_vs_exact(data, tmp_path / "p.png", worlds=("corridor",)).exists()
+    assert fm.plot_residual_vs_exact(data, tmp_path / "q.png", worlds=("lanes",)) is None
