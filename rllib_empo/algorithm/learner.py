@@ -125,7 +125,8 @@ class EmpoTorchLearner(TorchLearner):
         (the q_r of the last target copy) at the nominal beta_r. Targets use ``beta_r``, the
         current step's."""
         module = next(iter(self.module.values())).unwrapped()
-        tables, weights = torch.as_tensor(tables), torch.as_tensor(weights)
+        # copies: on a remote Learner the arrays arrive read-only from Ray's object store
+        tables, weights = torch.tensor(tables), torch.tensor(weights)
         # a cache of its own (valid while the training cache is), so that measuring leaves
         # training exactly as it would be without
         if self._residual_cache is None or self._residual_cache.view is not self._view:

@@ -50,6 +50,29 @@ def test_the_defaults_converge_on_corridor(ray_session):
 
 
 @pytest.mark.slow
+def test_two_learners_converge_on_corridor_like_one(ray_session):
+    """num_learners=2 (RLlib's distributed learners on CPU, gradients averaged by DDP, each
+    with a replica of the replay memory's stores): the same bars as the local learner's
+    test above, and both learners hold the same weights."""
+    config = defaults("rllib_empo/Corridor-v0").learners(num_learners=2, num_cpus_per_learner=1)
+    algo = config.build_algo()
+    try:
+        solution = exact_solution_for(algo)
+        for n in (6_000, 7_000):
+            while algo.num_updates < n:
+                algo.train()
+            fig = compare_to_exact(algo, solution)
+            assert not failed(fig), (n, failed(fig))
+        sums = algo.learner_group.foreach_learner(
+            lambda learner: float(sum(p.detach().double().sum() for p in
+                                      learner.module["default_policy"].parameters())))
+        sums = [r.get() for r in sums]
+        assert len(sums) == 2 and sums[0] == sums[1]
+    finally:
+        algo.stop()
+
+
+@pytest.mark.slow
 def test_the_defaults_converge_on_rock_gate(ray_session):
     """rock_gate (1,008 states): every bar met at 16,000 updates and at every 2,000 after it,
     up to 20,000."""
