@@ -235,9 +235,11 @@ def _soak_sentence() -> str:
     r, s = rec["record"], rec["summary"]
     m, t, f = s["memory"], s["time_per_iteration"], s["fidelity"]
     return (f" A {r['minutes']:g}-minute soak run ({s['final_num_updates']:,} updates"
-            f"{', ' + rec['record']['date'] if rec['record'].get('date') else ''}) kept "
-            f"memory flat once the buffer was full ({m['growth_mb']:+.1f} MB), time per "
-            f"iteration steady (x{t['ratio']:.2f} from the first to the last quarter)"
+            f"{', ' + rec['record']['date'] if rec['record'].get('date') else ''}): memory "
+            + {True: "flat", False: "GREW", None: "inconclusive"}[m.get("flat")]
+            + f" once the buffer was full ({m['growth_mb']:+.1f} MB), time per iteration "
+            + ("steady" if t.get("no_growth") else "GREW")
+            + f" (x{t['ratio']:.2f} from the first to the last quarter)"
             + (f", and never met every convergence bar (final mean TV over states "
                f"{f['final']['mean_tv_pi_r']:.4f})" if f["reached_at_iteration"] is None else
                f", and after first meeting every convergence bar at "
