@@ -42,6 +42,11 @@ SEEDS = (0, 1, 2)
 EVALUATIONS = 20
 
 
+def _value(v) -> float:
+    """A logged figure, NaN where there is none (no residual rows just after a clear)."""
+    return math.nan if v is None else float(v)
+
+
 def _spearman(a, b) -> float:
     import numpy as np
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -95,7 +100,7 @@ def run_cell(world: str, seed: int, updates: int, every: int, verbose: bool = Tr
                 print(f"{world} s{seed} upd={algo.num_updates:6d} {trained:6.0f}s "
                       + " ".join(f"{k}={v:.4g}" for k, v in shown.items()
                                  if k in CONVERGENCE_BARS or solution is None)
-                      + f" res_q_r={point['residual'].get('q_r', math.nan):.4g}", flush=True)
+                      + f" res_q_r={_value(point['residual'].get('q_r')):.4g}", flush=True)
         cell = {"world": world, "seed": seed, "updates": algo.num_updates,
                 "train_s": round(trained, 1), "build_s": round(build_s, 1),
                 "wall_s": round(time.perf_counter() - t_wall, 1),
@@ -116,7 +121,7 @@ def run_cell(world: str, seed: int, updates: int, every: int, verbose: bool = Tr
                 "stayed": (all(all(bars_met(f).values()) for f in history[first:])
                            if first is not None else None),
                 "rank_correlation": {
-                    k: _spearman([p["residual"].get("q_r", math.nan) for p in curve],
+                    k: _spearman([_value(p["residual"].get("q_r")) for p in curve],
                                  [f[k] for f in history])
                     for k in ("mean_tv_pi_r", "tv_pi_r_s0", "v_r_s0_rel_error")}}
         return cell
@@ -179,7 +184,7 @@ def plot_residual_vs_exact(data: dict, path: Path = PLOT,
         for c in sorted((c for c in cells if c["world"] == world), key=lambda c: c["seed"]):
             x = [p["num_updates"] for p in c["curve"]]
             colour = f"C{c['seed'] % 10}"
-            ax.plot(x, [p["residual"].get("q_r", math.nan) for p in c["curve"]], "-",
+            ax.plot(x, [_value(p["residual"].get("q_r")) for p in c["curve"]], "-",
                     color=colour, label=f"seed {c['seed']}: Residual/q_r")
             ax.plot(x, [p["figures"]["mean_tv_pi_r"] for p in c["curve"]], "--", color=colour,
                     label=f"seed {c['seed']}: exact mean TV")
