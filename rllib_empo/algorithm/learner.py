@@ -357,14 +357,15 @@ class EmpoTorchLearner(TorchLearner):
         decay = self.config.ema_decay
         if decay <= 0:
             return
-        for module_id in self.module.keys():
-            module = self.module[module_id].unwrapped()
-            for name in names:
-                k = self._average_steps.get(name, 0)
-                d = min(decay, (1.0 + k) / (10.0 + k))
-                avg = list(module.net(name, average=True).parameters())
-                torch._foreach_lerp_(avg, list(module.net(name).parameters()), 1.0 - d)
-                self._average_steps[name] = k + 1
+        with torch.no_grad():     # else each lerp joins the autograd graph: memory grows
+            for module_id in self.module.keys():
+                module = self.module[module_id].unwrapped()
+                for name in names:
+                    k = self._average_steps.get(name, 0)
+                    d = min(decay, (1.0 + k) / (10.0 + k))
+                    avg = list(module.net(name, average=True).parameters())
+                    torch._foreach_lerp_(avg, list(module.net(name).parameters()), 1.0 - d)
+                    self._average_steps[name] = k + 1
 
     def _check_gradients(self, grads: dict) -> None:
         for module_id in self.module.keys():
