@@ -35,8 +35,8 @@ PROG = "rllib-empo"
 EXIT_USAGE = 2
 #: ``train`` without --updates or --iterations runs this many times the end of the beta_r
 #: ramp (E5): the whole warm-up, then three times as long in full training (20,000 updates
-#: with the default warm-up: the budget in which the defaults meet the convergence bars on
-#: worlds up to 30,000 states; the README's fidelity table).
+#: with the default warm-up: the fidelity matrix's budget for worlds up to 30,000 states,
+#: in which the defaults converge on rock_gate and corridor; the README's fidelity table).
 DEFAULT_RUN_FACTOR = 4
 
 
