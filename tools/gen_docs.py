@@ -178,6 +178,12 @@ def _fidelity() -> str:
     text += (f"Recorded {dates[0]} to {dates[-1]} ({data.get('machine', 'this machine')}) by "
              "`python -m benchmarks.fidelity_matrix`: `EmpoConfig().environment(<world>)"
              ".debugging(seed=<seed>)` with nothing else set, `num_env_runners=0`.")
+    from benchmarks.fidelity_matrix import SEEDS, WORLDS
+    done = {(c["world"], c["seed"]) for c in cells}
+    missing = [f"{w} (seeds {', '.join(str(s) for s in SEEDS if (w, s) not in done)})"
+               for w in WORLDS if any((w, s) not in done for s in SEEDS)]
+    if missing:
+        notes.append("Not run yet: " + "; ".join(missing) + ".")
     return text + ("\n\n" + " ".join(notes) if notes else "")
 
 
