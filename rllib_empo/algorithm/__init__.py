@@ -6,6 +6,7 @@
 - ``env``: ``EmpoEnv`` (a gymnasium env over any World), priors, env ids; ``tables``: the
   successor tables an env step records; ``env_runner``: ``EmpoEnvRunner``;
   ``runner_state``: EnvRunner sampling state in checkpoints; ``faults``: EnvRunner health;
+- ``keyed_store``: growable, reference-counted columns keyed by stable keys;
 - ``store``: the replay memory (rows over keyed goal, state and table stores);
   ``buffer``: ``TransitionBuffer``, the ring of rows; ``batch``: a minibatch gathered from
   the stores and the ``TargetCache``;
