@@ -146,7 +146,8 @@ class PlainLoop:
                 pred[name] = getattr(m, f"{name}_values")(b.obs)
         targets = compute_targets(self.cache, b, active, plan.beta_r, self.theory)
         masks = loss_masks(b)
-        loss = sum(value_loss(n, pred[n], targets[n], masks.get(n), cfg.value_loss)
+        loss = sum(value_loss(n, pred[n], targets[n], masks.get(n), cfg.value_loss,
+                              cfg.q_r_advantage_weight, self.theory.neg_q_r_floor)
                    for n in active)
         self.opt.zero_grad(set_to_none=True)
         loss.backward()

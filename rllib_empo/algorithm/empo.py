@@ -45,7 +45,7 @@ from rllib_empo.algorithm.env import EnvSettings, prior_from_env_config, table_s
 from rllib_empo.algorithm.env_runner import EmpoEnvRunner
 from rllib_empo.algorithm.faults import RunnerHealth
 from rllib_empo.algorithm.store import ReplayStore
-from rllib_empo.algorithm.fields import DEFAULT_HIDDEN, FIELD_NAMES, FIELDS
+from rllib_empo.algorithm.fields import DEFAULT_HIDDEN_SIZES, FIELD_NAMES, FIELDS
 from rllib_empo.algorithm.learner import EMPO_KEY, EmpoTorchLearner, EmpoUpdate
 from rllib_empo.algorithm.metrics import log_exact_fidelity, log_iteration, log_residuals
 from rllib_empo.algorithm.module import EmpoRLModule
@@ -90,9 +90,9 @@ class EmpoConfig(AlgorithmConfig):
         # (DDP) the frozen networks of a warm-up stage get no gradient.
         self.torch_skip_nan_gradients = True
         self.torch_ddp_kwargs = {"find_unused_parameters": True}
-        # EMPO fields (tuples are immutable, so sharing the defaults is safe).
+        # EMPO fields (copies: hidden_sizes defaults to a dict).
         for f in FIELDS:
-            setattr(self, f.name, f.default)
+            setattr(self, f.name, copy.deepcopy(f.default))   # no shared mutable default
 
     @override(AlgorithmConfig)
     def training(self, **kwargs) -> "EmpoConfig":
@@ -198,7 +198,7 @@ class EmpoConfig(AlgorithmConfig):
         """{network: hidden layer sizes} for every network name."""
         hs = self.hidden_sizes
         if isinstance(hs, dict):
-            return {n: tuple(hs.get(n, DEFAULT_HIDDEN)) for n in NETWORKS}
+            return {n: tuple(hs.get(n, DEFAULT_HIDDEN_SIZES[n])) for n in NETWORKS}
         return {n: tuple(hs) for n in NETWORKS}
 
     def empo_env_settings(self) -> dict:

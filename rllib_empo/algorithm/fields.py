@@ -21,6 +21,10 @@ from rllib_empo.theory.params import PARAMS, Range
 from rllib_empo.theory.schedule import NETWORKS
 
 DEFAULT_HIDDEN = (256, 256)
+#: The default hidden sizes per network: q_r is twice as wide as the others. pi_r depends on
+#: the differences of log(-Q_r) between actions to about 0.005 (beta_r = 10), a precision the
+#: other networks do not need (docs/DESIGN.md, section 4).
+DEFAULT_HIDDEN_SIZES = {n: ((512, 512) if n == "q_r" else DEFAULT_HIDDEN) for n in NETWORKS}
 
 
 # ----------------------------------------------------------------------- range checks
@@ -83,7 +87,7 @@ def _is_sizes(v) -> bool:
 HIDDEN: Kind = (lambda v: _is_sizes(v) or (isinstance(v, dict) and len(v) > 0 and all(
                     k in NETWORKS and _is_sizes(s) for k, s in v.items())),
                 "a non-empty sequence of positive ints, or a dict {network: such a sequence} "
-                f"with networks among {', '.join(NETWORKS)} (the others get {DEFAULT_HIDDEN})")
+                f"with networks among {', '.join(NETWORKS)} (the others get their default)")
 PATH: Kind = (lambda v: v is None or (isinstance(v, (str, os.PathLike)) and os.fspath(v) != ""),
               "a non-empty str path or None")
 
@@ -125,7 +129,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
     _F("lr_constant_fraction", 0.0, _float(0.0, 1.0),
        "Keep learning rates constant until this fraction of num_training_steps (and at least until the ramp ends)."),
     _F("constant_lr_then_1_over_t", False, BOOL, "Decay as 1/t instead of 1/sqrt(t) (Robbins-Monro)."),
-    _F("lr_q_r", 1e-3, _LR, "Base learning rate of Q_r."),
+    _F("lr_q_r", 3e-3, _LR, "Base learning rate of Q_r."),
     _F("lr_v_h_e", 1e-3, _LR, "Base learning rate of V_h^e."),
     _F("lr_x_h", 1e-3, _LR, "Base learning rate of X_h (network mode)."),
     _F("lr_u_r", 1e-3, _LR, "Base learning rate of U_r (network mode)."),
@@ -146,6 +150,9 @@ FIELDS: Tuple[FieldSpec, ...] = (
     # The equations (rllib_empo.theory.params).
     _param("gamma_h"), _param("gamma_r"), _param("zeta"), _param("xi"), _param("eta"),
     _param("x_h_floor"), _param("neg_q_r_floor"),
+    _F("q_r_advantage_weight", 30.0, _float(0.0),
+       "With value_loss='log': weight of an extra MSE of Q_r's advantages (log max(-Q_r, "
+       "neg_q_r_floor) minus its mean over actions), the part pi_r depends on (0 = off)."),
     _F("value_loss", "log", _choice("log", "mse"),
        "'log': MSE of log|value| for q_r, u_r, v_r, x_h (relative errors) and cross-entropy for v_h_e; 'mse': plain MSE everywhere."),
     # Replay and updates.
@@ -193,8 +200,9 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "Torch threads per process: None sizes the driver (and a local Learner and EnvRunner) to "
        "num_cpus_for_main_process, remote EnvRunners to num_cpus_per_env_runner, remote "
        "Learners to num_cpus_per_learner (at least 1 each)."),
-    _F("hidden_sizes", DEFAULT_HIDDEN, HIDDEN,
-       "Hidden layer sizes of every network, or per network as {name: sizes}."),
+    _F("hidden_sizes", DEFAULT_HIDDEN_SIZES, HIDDEN,
+       "Hidden layer sizes of every network, or per network as {name: sizes} (a network not "
+       "named keeps its default)."),
 )
 FIELD_NAMES = tuple(f.name for f in FIELDS)
 _BY_NAME = {f.name: f for f in FIELDS}

@@ -228,7 +228,8 @@ class EmpoTorchLearner(TorchLearner):
         b = fwd_out["batch"]
         targets = compute_targets(self._cache, b, self._active, self._beta_r, self._theory)
         masks = loss_masks(b)
-        losses = {n: value_loss(n, fwd_out[n], targets[n], masks.get(n), config.value_loss)
+        losses = {n: value_loss(n, fwd_out[n], targets[n], masks.get(n), config.value_loss,
+                                config.q_r_advantage_weight, self._theory.neg_q_r_floor)
                   for n in self._active}
         if not losses:
             return torch.zeros((), device=b.obs.device)

@@ -100,12 +100,17 @@ LOG_SPACE_NETWORKS = ("q_r", "u_r", "v_r", "x_h")
 LOG_TARGET_FLOOR = 1e-6
 
 
-def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space: str):
+def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space: str,
+               advantage_weight: float = 0.0, neg_q_r_floor: float | None = None):
     """MSE of ``name``'s prediction; in ``space == "log"`` the MSE of log|value| for the
     networks in LOG_SPACE_NETWORKS, i.e. of relative errors, which is what U_r (8) and the
     power law (5) are sensitive to, and cross-entropy for V_h^e.
     Unbiased when the targets are exact expectations (model-based targets); with sampled
-    targets use ``space == "mse"``."""
+    targets use ``space == "mse"``.
+
+    For q_r in log space, ``advantage_weight`` > 0 adds that many times the MSE of the
+    *advantages* (:func:`q_r_advantage_loss`): what pi_r depends on, and what the plain loss
+    learns least precisely (docs/DESIGN.md, section 4)."""
     if space == "log" and name == "v_h_e":
         # Binary cross-entropy with soft targets: a proper scoring rule whose gradient does
         # not vanish near 0 and 1, where X_h = sum w V^zeta needs V_h^e most precisely.
@@ -114,9 +119,28 @@ def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space:
         return masked_mean(ce, mask)
     if space == "log" and name in LOG_SPACE_NETWORKS:
         sign = 1.0 if name == "x_h" else -1.0
+        extra = 0.0
+        if name == "q_r" and advantage_weight > 0:
+            extra = advantage_weight * q_r_advantage_loss(pred, target, mask, neg_q_r_floor)
         pred = torch.log(sign * pred)
         target = torch.log((sign * target).clamp_min(LOG_TARGET_FLOOR))
+        return masked_mse(pred, target, mask) + extra
     return masked_mse(pred, target, mask)
+
+
+def q_r_advantage_loss(pred: torch.Tensor, target: torch.Tensor, mask, neg_q_r_floor: float):
+    """MSE of the advantages of log max(-Q_r, neg_q_r_floor): each row's values minus their
+    mean over its real actions (``mask``). Eq. (5) makes pi_r a softmax of -beta_r times these
+    logs, so only their differences between actions matter to pi_r: beta_r = 10 turns an
+    error of 0.01 in them into 10 % in the odds, while their common part (the state's level)
+    only enters V_r. Rows with fewer than two real actions contribute nothing."""
+    lp = torch.log((-pred).clamp_min(neg_q_r_floor))
+    lt = torch.log((-target).clamp_min(neg_q_r_floor))
+    m = torch.ones_like(lp) if mask is None else mask.to(lp.dtype)
+    n = m.sum(-1, keepdim=True)
+    d = (lp - lt) * m
+    centred = (d - d.sum(-1, keepdim=True) / n.clamp_min(1.0)) * m
+    return masked_mean(centred ** 2, m * (n > 1))
 
 
 def masked_mse(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None):

@@ -172,7 +172,11 @@ def test_default_config_builds(ray_session, method):
     algo = getattr(config, method)()
     try:
         assert isinstance(algo, Empo)
-        assert algo.config.hidden_sizes == (256, 256)
+        widths = {n: tuple(m.out_features for m in algo.learner_group._learner.module[
+            "default_policy"].unwrapped().net(n) if hasattr(m, "out_features"))
+            for n in ("q_r", "x_h")}
+        A_r = algo.config.table_spec().num_robot_actions
+        assert widths == {"q_r": (512, 512, A_r), "x_h": (256, 256, 1)}
         r = algo.train()        # 50 rows < learning_starts = the batch size, 256: sampling only
         assert algo.config.effective_learning_starts == 256
         assert r["Buffer"]["size"] == 50 and r["Warmup"]["num_updates"] == 0

@@ -11,22 +11,26 @@ from rllib_empo.algorithm.empo import EmpoConfig
 from rllib_empo.algorithm.fields import FIELD_NAMES, FIELDS, config_fields_table
 from rllib_empo.theory.schedule import NETWORKS, WarmupSchedule
 
-# The spec's (and the brief's) defaults, written out independently of FIELDS.
+# The defaults, written out independently of FIELDS: the spec's (warm-up durations, beta_r,
+# the decay) and those chosen by measurement (docs/DESIGN.md, section 4: lr_q_r,
+# q_r_advantage_weight, hidden_sizes, ...).
 SPEC_DEFAULTS = dict(
     warmup_v_h_e_steps=1000, warmup_x_h_steps=1000, warmup_u_r_steps=1000, warmup_q_r_steps=1000,
     warmup_v_r_steps=1000, beta_r_rampup_steps=2000, beta_r=10.0,
     use_sqrt_lr_decay=True, lr_constant_fraction=0.0, constant_lr_then_1_over_t=False,
-    lr_q_r=1e-3, lr_v_h_e=1e-3, lr_x_h=1e-3, lr_u_r=1e-3, lr_v_r=1e-3,
+    lr_q_r=3e-3, lr_v_h_e=1e-3, lr_x_h=1e-3, lr_u_r=1e-3, lr_v_r=1e-3,
     x_h_use_network=True, u_r_use_network=False, v_r_use_network=False,
     q_r_target_update_interval=100, v_r_target_update_interval=100, v_h_e_target_update_interval=100,
     x_h_target_update_interval=100, u_r_target_update_interval=100,
     use_model_based_targets=True, num_training_steps=100_000,
     gamma_h=0.99, gamma_r=0.99, zeta=2.0, xi=1.0, eta=1.1, x_h_floor=1e-3, neg_q_r_floor=1e-3,
-    value_loss="log", exploring_starts=0.9, replay_capacity=100_000, updates_per_iteration=32, learning_starts=None,
+    q_r_advantage_weight=30.0, value_loss="log", exploring_starts=0.9, replay_capacity=100_000, updates_per_iteration=32, learning_starts=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
     checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise", torch_num_threads=None,
     ema_decay=0.997, residual_rows=256, replay_sampling="states",
-    max_nonfinite_skips=100, max_env_runner_failures=3, hidden_sizes=(256, 256),
+    max_nonfinite_skips=100, max_env_runner_failures=3,
+    hidden_sizes={"q_r": (512, 512), "v_h_e": (256, 256), "x_h": (256, 256), "u_r": (256, 256),
+                  "v_r": (256, 256)},
 )
 
 # A valid non-default value for every field.
@@ -38,7 +42,7 @@ OTHER_VALUES = dict(
     q_r_target_update_interval=1, v_r_target_update_interval=2, v_h_e_target_update_interval=3,
     x_h_target_update_interval=4, u_r_target_update_interval=5, use_model_based_targets=False,
     num_training_steps=1, gamma_h=1.0, gamma_r=0.5, zeta=1.0, xi=3.0, eta=1.0, x_h_floor=0.5,
-    neg_q_r_floor=0.01, value_loss="mse", exploring_starts=0.5,
+    neg_q_r_floor=0.01, q_r_advantage_weight=0.0, value_loss="mse", exploring_starts=0.5,
     replay_capacity=64, updates_per_iteration=1, learning_starts=64, max_goals_per_human=1,
     sum_human_actions=False, epsilon=[(0, 1.0), (100, 0.0)], verbose=True, tensorboard_dir="/tmp/tb",
     checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip", torch_num_threads=2,
@@ -58,6 +62,7 @@ BAD_VALUES = [
     ("num_training_steps", 0), ("gamma_h", 0.0), ("gamma_h", 1.01), ("gamma_r", -0.5), ("gamma_r", 2.0),
     ("zeta", 0.99), ("xi", 0.0), ("eta", -1.0), ("x_h_floor", 0.0), ("x_h_floor", 1.0),
     ("neg_q_r_floor", 0.0), ("neg_q_r_floor", 1.0), ("value_loss", "huber"),
+    ("q_r_advantage_weight", -1.0), ("q_r_advantage_weight", float("nan")),
     ("exploring_starts", -0.1), ("exploring_starts", 1.5),
     ("replay_capacity", 0), ("updates_per_iteration", 0), ("learning_starts", 0), ("learning_starts", 1.5),
     ("max_goals_per_human", 0), ("sum_human_actions", None),

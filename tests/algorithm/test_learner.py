@@ -331,3 +331,24 @@ def test_averaged_networks_are_what_evaluation_and_the_env_runners_use(ray_sessi
         assert not learner_module(algo).has_averages()
     finally:
         algo.stop()
+
+
+def test_q_r_advantage_weight_changes_the_q_r_updates_and_only_them(ray_session):
+    """q_r_advantage_weight reaches the learner's q_r loss: two runs that differ only in it
+    train identical V_h^e and X_h (the robot acts uniformly until the beta_r ramp, so they
+    sample the same rows) but different Q_r once Q_r trains (stage 3, from update 8)."""
+    nets = {}
+    for w in (0.0, 30.0):
+        algo = small_config(q_r_advantage_weight=w, ema_decay=0.0).build_algo()
+        try:
+            while algo.num_updates < 12:        # through stage 3 and 4, before the ramp
+                algo.train()
+            assert algo.num_updates == 12
+            m = learner_module(algo)
+            nets[w] = {n: [p.detach().clone() for p in m.net(n).parameters()]
+                       for n in ("q_r", "v_h_e", "x_h")}
+        finally:
+            algo.stop()
+    for n in ("v_h_e", "x_h"):
+        assert all(torch.equal(a, b) for a, b in zip(nets[0.0][n], nets[30.0][n])), n
+    assert not all(torch.equal(a, b) for a, b in zip(nets[0.0]["q_r"], nets[30.0]["q_r"]))

@@ -22,7 +22,8 @@ import torch
 from rllib_empo.algorithm.batch import TargetCache, _g, expand
 from rllib_empo.algorithm.module import EmpoRLModule
 from rllib_empo.algorithm.store import ReplayStore
-from rllib_empo.algorithm.targets import LOG_TARGET_FLOOR, compute_targets, loss_masks, value_loss
+from rllib_empo.algorithm.targets import (LOG_TARGET_FLOOR, compute_targets, loss_masks,
+                                          q_r_advantage_loss, value_loss)
 from rllib_empo.theory.params import EmpoParams
 
 D, DG, H, A, G = 9, 4, 2, 3, 3      # robots: 1, so A_r = A
@@ -486,3 +487,36 @@ def test_loss_masks(mode):
         expected[torch.arange(b.size), torch.from_numpy(sample["tables"]["robot_action"])] = 1.0
         assert torch.equal(masks["q_r"], expected)
     assert torch.equal(masks["v_h_e"], b.goal_mask)
+
+
+def test_q_r_advantage_loss_measures_only_the_differences_between_actions():
+    """The extra q_r loss of q_r_advantage_weight: the MSE of log max(-Q_r, floor) minus its
+    mean over the row's real actions. A per-row scale of Q_r (a shift of the logs) costs
+    nothing, a change of one action's value does; masked actions and rows with one real
+    action do not count; value_loss adds weight times it to the plain log loss."""
+    g = torch.Generator().manual_seed(3)
+    floor = 1e-3
+    target = -torch.rand(5, AR, generator=g, dtype=torch.float64) - 0.01
+    scaled = target * torch.tensor([0.5, 2.0, 1.0, 3.0, 0.9], dtype=torch.float64)[:, None]
+    assert q_r_advantage_loss(scaled, target, None, floor).item() == pytest.approx(0.0, abs=1e-12)
+    off = target.clone()
+    off[0, 1] *= np.exp(0.1)                       # log(-Q) of one action up by 0.1
+    d = np.zeros(AR)
+    d[1] = 0.1
+    by_hand = ((d - d.mean()) ** 2).sum() / (5 * AR)
+    assert q_r_advantage_loss(off, target, None, floor).item() == pytest.approx(by_hand, rel=1e-9)
+    mask = torch.ones(5, AR, dtype=torch.float64)
+    mask[0, 1] = 0.0                               # the changed action is not real: no loss
+    assert q_r_advantage_loss(off, target, mask, floor).item() == pytest.approx(0.0, abs=1e-12)
+    one = torch.zeros(5, AR, dtype=torch.float64)
+    one[:, 0] = 1.0                                # one real action per row: nothing to compare
+    assert q_r_advantage_loss(off, target, one, floor).item() == 0.0
+    # below the policy's floor every value is the floor: no difference left to learn
+    tiny = torch.full((1, AR), -1e-5, dtype=torch.float64)
+    assert q_r_advantage_loss(tiny * torch.arange(1, AR + 1), tiny, None, floor).item() == 0.0
+    plain = value_loss("q_r", off, target, None, "log")
+    weighted = value_loss("q_r", off, target, None, "log", 30.0, floor)
+    assert weighted.item() == pytest.approx(plain.item() + 30.0 * by_hand, rel=1e-9)
+    # the other networks and the mse space ignore it
+    assert value_loss("q_r", off, target, None, "mse", 30.0, floor).item() == pytest.approx(
+        value_loss("q_r", off, target, None, "mse").item())
