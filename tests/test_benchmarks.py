@@ -60,3 +60,20 @@ def test_fidelity_matrix_cell_summary_and_readme_table(ray_session, tmp_path):
     assert "crowd is too large for the exact solver" in table
     assert fm.plot_residual_vs_exact(data, tmp_path / "p.png", worlds=("corridor",)).exists()
     assert fm.plot_residual_vs_exact(data, tmp_path / "q.png", worlds=("lanes",)) is None
+
+
+def test_q_r_fit_learns_towards_the_exact_q_r(ray_session, tmp_path):
+    """benchmarks/q_r_fit.py on corridor: the defaults' q_r, fitted to the exact Q_r*,
+    gets closer to the exact log(-Q_r*) and to its advantages over 300 updates, and the file
+    records the curve."""
+    from benchmarks import q_r_fit
+    out = tmp_path / "fit.json"
+    assert q_r_fit.main(["--world", "corridor", "--variants", "defaults", "--updates", "300",
+                         "--every", "100", "--out", str(out)]) == 0
+    res = json.loads(out.read_text())["corridor"][q_r_fit.SHORT["defaults"]]
+    assert res["hidden"] == [512, 512] and res["q_r_advantage_weight"] == 30.0
+    curve = res["curve"]
+    assert [p["updates"] for p in curve] == [100, 200, 300]
+    assert curve[-1]["log_q_r_error"] < curve[0]["log_q_r_error"]
+    assert curve[-1]["advantage_error"] < curve[0]["advantage_error"]
+    assert all(0 <= p["mean_tv_pi_r"] <= 1 for p in curve)
