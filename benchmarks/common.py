@@ -121,6 +121,37 @@ def ensure_ray(num_cpus: int | None = None):
     return ray
 
 
+def field_values(config) -> dict:
+    """{EMPO config field: its value in ``config``}, JSON-able (tuples as lists): what a
+    recorded run trained with, to compare with the defaults of a later checkout."""
+    import json
+    from rllib_empo.algorithm.fields import FIELD_NAMES
+    return json.loads(json.dumps({n: getattr(config, n) for n in FIELD_NAMES}, default=list))
+
+
+def changed_defaults(recorded: dict | None) -> dict | None:
+    """{field: (recorded value, today's default)} for the fields whose recorded value is not
+    today's default (a field the record predates counts as changed); None without a record."""
+    if recorded is None:
+        return None
+    from rllib_empo import EmpoConfig
+    now = field_values(EmpoConfig())
+    return {n: (recorded.get(n), v) for n, v in now.items() if recorded.get(n) != v}
+
+
+def defaults_phrase(fields, ignore=("replay_capacity",)) -> str:
+    """"on the defaults", or which of today's defaults a recorded run (its ``field_values``)
+    did not have; fields in ``ignore`` (set by the benchmark itself) do not count."""
+    changed = changed_defaults(fields)
+    if changed is None:
+        return "on the defaults of its day (not recorded)"
+    changed = {n: v for n, v in changed.items() if n not in ignore}
+    if not changed:
+        return "on the defaults"
+    then = ", ".join(f"{n} {'absent' if old is None else old}" for n, (old, _) in changed.items())
+    return f"on earlier defaults ({then}; the run predates today's)"
+
+
 def median(xs) -> float | None:
     xs = [x for x in xs if x is not None]
     return float(statistics.median(xs)) if xs else None

@@ -30,7 +30,7 @@ import time
 import traceback
 from pathlib import Path
 
-from benchmarks.common import fmt_value, load_average, status
+from benchmarks.common import defaults_phrase, fmt_value, load_average, status
 
 HERE = Path(__file__).resolve().parent
 BENCHMARKS = {"sampling": "benchmarks.sampling", "learner": "benchmarks.learner",
@@ -172,8 +172,9 @@ def soak_lines(path: Path) -> list[str]:
     ]
     out = ["", "## 8. Long-run stability (soak)", "",
            f"Recorded {r.get('date', 'unknown date')} by `{r.get('command', 'benchmarks/soak.py')}` "
-           f"(seed {r['seed']}, {r['num_env_runners']} remote EnvRunners; the defaults on "
-           "rock_gate, replay capacity as recorded). Wall-clock timings on a shared machine.", "",
+           f"(seed {r['seed']}, {r['num_env_runners']} remote EnvRunners; rock_gate "
+           f"{defaults_phrase(r.get('fields'))}, replay capacity as recorded). Wall-clock "
+           "timings on a shared machine.", "",
            "| figure | value | verdict | notes |", "|---|---|---|---|"]
     out += [f"| {a} | {b} | {c} | {d.replace('|', '/')} |" for a, b, c, d in rows]
     return out

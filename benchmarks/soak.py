@@ -42,6 +42,7 @@ os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 from rllib_empo.exact.compare import CONVERGENCE_BARS as BARS, bars_met, worst_figures  # noqa: E402
+from benchmarks.common import field_values  # noqa: E402
 
 FIDELITY_KEYS = tuple(BARS) + ("argmax_agreement",)
 # Verdict thresholds (generous: the machine is noisy).
@@ -107,6 +108,7 @@ def run(minutes: float, eval_every: int, seed: int, replay_capacity: int | None,
     algo = soak_config(seed, replay_capacity, num_env_runners).build_algo()
     t_build = time.perf_counter() - t_build
     capacity = algo.config.replay_capacity
+    fields = field_values(algo.config)
     t_exact = time.perf_counter()
     solution = exact_solution_for(algo)
     t_exact = time.perf_counter() - t_exact
@@ -151,7 +153,8 @@ def run(minutes: float, eval_every: int, seed: int, replay_capacity: int | None,
     return {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
             "command": "python -m benchmarks.soak " + " ".join(sys.argv[1:]),
             "minutes": minutes, "seed": seed, "replay_capacity": capacity,
-            "num_env_runners": num_env_runners, "build_s": t_build, "exact_solve_s": t_exact,
+            "num_env_runners": num_env_runners, "fields": fields,
+            "build_s": t_build, "exact_solve_s": t_exact,
             "buffer_full_at_s": full_at, "iterations": iterations, "samples": samples,
             "evals": evals}
 

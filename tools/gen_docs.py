@@ -234,6 +234,7 @@ def _performance() -> str:
 
 def _soak_sentence() -> str:
     import json
+    from benchmarks.common import defaults_phrase
     path = BENCHMARKS / "soak.json"
     if not path.exists():
         return ""
@@ -253,7 +254,8 @@ def _soak_sentence() -> str:
                f"{f['evaluations_after_missing_a_bar']} of its {f['evaluations_after']} later "
                f"evaluations missed a bar (worst TV(pi_r, s0) {f['worst_after_reaching']['tv_pi_r_s0']:.3f}, "
                f"worst mean TV {f['worst_after_reaching']['mean_tv_pi_r']:.3f})")
-            + f", on the defaults; section 8 of RESULTS.md.")
+            + f", {defaults_phrase(r.get('fields'))}; section 8 of RESULTS.md.")
+
 
 
 TABLE_COST_WORLDS = (("rock_gate", "rock_gate", "1,008 states, 1 human"),
