@@ -22,7 +22,7 @@ config = (EmpoConfig()
           .environment("rllib_empo/RockGate-v0")
           .training(beta_r=10.0, gamma_h=0.99, gamma_r=0.99)   # the theory; the rest: defaults
           .debugging(seed=0))
-updates = 8_000
+updates = 10_000
 if os.environ.get("RLLIB_EMPO_FAST") == "1":                  # CI: a few seconds
     config.training(warmup_v_h_e_steps=10, warmup_x_h_steps=10, warmup_q_r_steps=10,
                     beta_r_rampup_steps=20)

@@ -484,7 +484,11 @@ class Empo(Algorithm):
     def learned_values(self) -> LearnedValues:
         """The learned networks on the driver, synced with the Learner's current weights."""
         if self._learned is None:
-            self._learned = LearnedValues(self.config)
+            # its module's initial weights would draw from torch's global generator, which
+            # the local EnvRunner's action sampling draws from too: evaluating must not
+            # change the training that follows
+            with torch.random.fork_rng(devices=[]):
+                self._learned = LearnedValues(self.config)
         if self._learned.version != self._weights_version:
             self._learned.sync(self.learner_group.get_weights()[DEFAULT_MODULE_ID],
                                self._weights_version)

@@ -315,3 +315,26 @@ def test_residual_rows_field(ray_session):
         assert algo.residual_rows() is not held                               # redrawn
     finally:
         algo.stop()
+
+
+def test_evaluating_does_not_change_the_training_that_follows(ray_session):
+    """Two runs with the same seed, one of which asks for the learned values (and so builds
+    the driver's copy of the networks) and compares with the exact solution along the way,
+    train bit-identical weights: evaluation draws nothing from the generators that
+    sampling and training use."""
+    import numpy as np
+    sums = []
+    for evaluate in (False, True):
+        algo = small_config(beta_r_rampup_steps=0).build_algo()
+        try:
+            for i in range(8):
+                algo.train()
+                if evaluate and i in (1, 4):
+                    algo.values([algo.world.initial_state()])
+                    compare_to_exact(algo, exact_solution_for(algo))
+            m = algo.learner_group._learner.module["default_policy"].unwrapped()
+            sums.append([float(p.detach().double().sum()) for p in m.parameters()])
+        finally:
+            algo.stop()
+    assert algo.num_updates >= 20       # q_r trained, with beta_r > 0: the robot acted on it
+    np.testing.assert_array_equal(sums[0], sums[1])
