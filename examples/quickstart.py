@@ -6,8 +6,8 @@ world and the theory parameters are set: the warm-up, networks, replay and learn
 are the defaults. Training prints a line at every stage change and every 2,000 learner
 updates (stage, beta_r, the residual of Q_r: its distance from its own fixed point), then
 the learned policy's distance to the exact one, with the bars it should meet. Takes about
-4.5 minutes on 2 cores (12,000 learner updates; measured beside one other busy process);
-with RLLIB_EMPO_FAST=1 (CI) a few seconds of a shortened warm-up.
+4 minutes on 2 cores (10,000 learner updates; 3 min 56 s measured beside one other busy
+process, 226 s of CPU); with RLLIB_EMPO_FAST=1 (CI) a few seconds of a shortened warm-up.
 
 The block between the markers is the README's quick start, verbatim (a test checks that
 README.md and this file agree and runs this file).
