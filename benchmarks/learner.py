@@ -3,8 +3,8 @@
 **Configuration** (as the earlier rock_gate benchmark): every network is one
 (``u_r_use_network=True``, ``v_r_use_network=True``: q_r, v_h_e, x_h, u_r and v_r), every
 warm-up duration 0 (stage 6 from the first update: every network trains on every update),
-model-based targets, hidden sizes (64, 64) (the issue's reference; the defaults are now
-(256, 256), measured separately below) and target-copy intervals (100 updates), batch 64, one torch thread (``torch_num_threads=1``), ``num_env_runners=0``.
+model-based targets, hidden sizes (64, 64) (the issue's reference; the defaults, measured
+separately below, are wider) and target-copy intervals (100 updates), batch 64, one torch thread (``torch_num_threads=1``), ``num_env_runners=0``.
 Worlds: rock_gate, lanes (2 humans, 64 joint actions, 28,137 states) and crowd with 3 humans
 (heuristic prior, ``sum_human_actions=False``), all three built in one process and measured
 in the same run, their blocks interleaved so that all see the same load. The replay memory
@@ -38,8 +38,8 @@ lanes) and M the goals trained per human (G in mode "sum", 1 otherwise). The ded
 is old / new per update; beside it the distinct states of one minibatch alone (what one
 update evaluates without the cache across updates) and the non-padding successor slots.
 
-Also: batch 256 on rock_gate (chunk 8), and **the defaults** (hidden sizes (256, 256),
-batch 256, 32 updates per call as ``updates_per_iteration``) on rock_gate and lanes
+Also: batch 256 on rock_gate (chunk 8), and **the defaults** (``EmpoConfig()``'s hidden
+sizes per network, batch and ``updates_per_iteration`` updates per call) on rock_gate and lanes
 (``learner_updates_per_s_defaults_<world>``): the rate that sets how long a default run's
 20,000 updates take.
 
@@ -70,7 +70,16 @@ def learner_config(batch_size: int = 64, world: str = "rock_gate", hidden=(64, 6
     return case_config(world, 0, 1, 200, **{
         **ZERO_WARMUP, "u_r_use_network": True, "v_r_use_network": True,
         "use_model_based_targets": True, "train_batch_size_per_learner": batch_size,
-        "hidden_sizes": tuple(hidden), "torch_num_threads": 1, **training})
+        "hidden_sizes": hidden if isinstance(hidden, dict) else tuple(hidden),
+        "torch_num_threads": 1, **training})
+
+
+def _sizes_text(hidden: dict) -> str:
+    """"q_r (512, 512), the others (256, 256)" for {network: sizes}."""
+    from collections import Counter
+    common = Counter(tuple(v) for v in hidden.values()).most_common(1)[0][0]
+    odd = [f"{n} {tuple(v)}" for n, v in hidden.items() if tuple(v) != common]
+    return ", ".join(odd + [f"the others {common}" if odd else f"{common}"])
 
 
 def local_learner(algo):
@@ -398,10 +407,10 @@ def run(quick: bool = False) -> dict:
                     c["updates_per_s"], "updates/s",
                     note=f"CPU-time rate {c['cpu_updates_per_s']:.0f}; 8 per call", quick=quick))
 
-    # the defaults: 256x256 networks, batch 256, 32 updates per call (rock_gate and lanes)
+    # the defaults: EmpoConfig()'s networks, batch and updates per call (rock_gate and lanes)
     from rllib_empo import EmpoConfig
     d = EmpoConfig()
-    hidden, batch, per_call = (d.hidden_sizes, d.train_batch_size_per_learner,
+    hidden, batch, per_call = (d.hidden_sizes_by_network(), d.train_batch_size_per_learner,
                                d.updates_per_iteration)
     dworlds = ("rock_gate",) if quick else ("rock_gate", "lanes")
     r = measure(dworlds, blocks, max(per_block, per_call), fill, batch_size=batch, plain=False,
@@ -414,7 +423,7 @@ def run(quick: bool = False) -> dict:
         rows.append(row(key, f"{CASE_LABELS[w]}: learner updates/s with the defaults",
                         c["updates_per_s"], "updates/s", note=(
                             f"CPU-time rate {c['cpu_updates_per_s']:.0f}; hidden sizes "
-                            f"{tuple(hidden)}, batch {batch}, {per_call} updates per call; "
+                            f"{_sizes_text(hidden)}, batch {batch}, {per_call} updates per call; "
                             f"20,000 updates take {20_000 / c['updates_per_s'] / 60:.0f} min "
                             "of learner time"), quick=quick))
 

@@ -257,7 +257,6 @@ def _soak_sentence() -> str:
             + f", {defaults_phrase(r.get('fields'))}; section 8 of RESULTS.md.")
 
 
-
 TABLE_COST_WORLDS = (("rock_gate", "rock_gate", "1,008 states, 1 human"),
                      ("corridor", "corridor", "2 humans"),
                      ("lanes", "lanes", "28,137 states, 2 humans, 64 joint actions"),

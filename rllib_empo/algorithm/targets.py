@@ -101,7 +101,7 @@ LOG_TARGET_FLOOR = 1e-6
 
 
 def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space: str,
-               advantage_weight: float = 0.0, neg_q_r_floor: float | None = None):
+               advantage_weight: float = 0.0, neg_q_r_floor: float = eq.DEFAULT_NEG_Q_R_FLOOR):
     """MSE of ``name``'s prediction; in ``space == "log"`` the MSE of log|value| for the
     networks in LOG_SPACE_NETWORKS, i.e. of relative errors, which is what U_r (8) and the
     power law (5) are sensitive to, and cross-entropy for V_h^e.
