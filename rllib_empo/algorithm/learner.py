@@ -426,7 +426,8 @@ class EmpoTorchLearner(TorchLearner):
             self._cache.invalidate()
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
+            from_average = self.config.target_from_average and module.has_averages()
             for name in names:
                 if name in module.network_names:
-                    update_target_network(main_net=module.net(name),
+                    update_target_network(main_net=module.net(name, average=from_average),
                                           target_net=module.net(name, target=True), tau=1.0)

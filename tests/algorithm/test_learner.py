@@ -112,6 +112,33 @@ def test_target_copies_happen_exactly_at_each_interval(ray_session):
         algo.stop()
 
 
+@pytest.mark.parametrize("from_average", [False, True])
+def test_target_copies_take_the_running_average_with_target_from_average(ray_session,
+                                                                         from_average):
+    """target_from_average=True: every target copy is the network's running average at
+    that update; False: its latest weights. Between copies the target stays put."""
+    algo = build(ray_session, updates_per_iteration=1, ema_decay=0.9,
+                 target_from_average=from_average, q_r_target_update_interval=3,
+                 v_h_e_target_update_interval=2, x_h_target_update_interval=2,
+                 warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
+                 beta_r_rampup_steps=0)
+    try:
+        m = learner_module(algo)
+        intervals = {"q_r": 3, "v_h_e": 2, "x_h": 2}
+        for _ in range(7):
+            u = algo.train()["Warmup"]["num_updates"]
+            for n, interval in intervals.items():
+                target = list(m.net(n, target=True).parameters())
+                avg = list(m.net(n, average=True).parameters())
+                raw = list(m.net(n).parameters())
+                assert not all(torch.equal(a, b) for a, b in zip(avg, raw)), n
+                if u % interval == 0:
+                    source = avg if from_average else raw
+                    assert all(torch.equal(t, x) for t, x in zip(target, source)), (n, u)
+    finally:
+        algo.stop()
+
+
 def test_learning_rates_follow_the_schedule(ray_session):
     bases = {"v_h_e": 2e-3, "x_h": 1e-3, "q_r": 3e-3}
     algo = build(ray_session, updates_per_iteration=1, **{f"lr_{n}": lr for n, lr in bases.items()})
