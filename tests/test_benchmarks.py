@@ -77,3 +77,28 @@ def test_q_r_fit_learns_towards_the_exact_q_r(ray_session, tmp_path):
     assert curve[-1]["log_q_r_error"] < curve[0]["log_q_r_error"]
     assert curve[-1]["advantage_error"] < curve[0]["advantage_error"]
     assert all(0 <= p["mean_tv_pi_r"] <= 1 for p in curve)
+
+
+def test_averaging_records_every_series_at_every_iteration(ray_session, tmp_path):
+    """benchmarks/averaging.py on corridor with a 10-update warm-up (q_r trains from update
+    20): every series has a figure per iteration, the longer averages start
+    from the weights, the targets (copied every 100 updates) differ from the weights, and the recorded rock_gate runs show the mechanism the default
+    rests on: the latest weights wander far above the bar, the longer average does not."""
+    from benchmarks import averaging
+    out = tmp_path / "avg.json"
+    assert averaging.main(["--world", "corridor", "--seeds", "0", "--updates", "96",
+                           "--start", "0", "--after", "0", "--warmup", "10", "--out",
+                           str(out)]) == 0
+    (res,) = json.loads(out.read_text()).values()
+    steps = res["num_updates"]      # one read per iteration that updated (clears pause)
+    assert steps == sorted(set(steps)) and steps[0] > 0 and steps[-1] >= 96
+    names = {"raw", "target", "ema997", "ema999", "ema9997"}
+    assert set(res["curves"]) == names == set(res["summary"])
+    for c in res["curves"].values():
+        assert len(c["tv_pi_r_s0"]) == len(steps) and all(0 <= x <= 1 for x in c["tv_pi_r_s0"])
+    assert res["curves"]["ema999"]["tv_pi_r_s0"][0] == res["curves"]["raw"]["tv_pi_r_s0"][0]
+    assert res["curves"]["target"]["tv_pi_r_s0"] != res["curves"]["raw"]["tv_pi_r_s0"]
+    recorded = json.loads(averaging.OUT.read_text())
+    for seed in (0, 1):
+        s = recorded[f"rock_gate/{seed}/defaults/ema0.997"]["summary"]
+        assert s["raw"]["max_tv_pi_r_s0"] > 0.1 and s["ema999"]["max_tv_pi_r_s0"] <= 0.03

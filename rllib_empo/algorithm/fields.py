@@ -158,7 +158,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
     # Replay and updates.
     _F("replay_capacity", 100_000, _POS, "Transitions the replay buffer holds (>= the total train batch size)."),
     _F("updates_per_iteration", 32, _POS, "Learner updates per training_step()."),
-    _F("ema_decay", 0.997, _float(0.0, 1.0, hi_open=True),
+    _F("ema_decay", 0.999, _float(0.0, 1.0, hi_open=True),
        "Per-update decay of a running average of every network's weights; evaluation, the "
        "learned values and the EnvRunners' q_r use the averages (0 = the latest weights). "
        "Averaging removes the optimizer's jitter, which beta_r = 10 amplifies in pi_r."),
