@@ -10,7 +10,8 @@ set: the defaults, with ``num_env_runners=0`` -- and compares it with ``exact.so
 - ``worst_after``: each figure's worst value at or after that update (did it stay?);
 - ``final``: the last evaluation; ``rank_correlation``: Spearman's rho between the residual of
   q_r and the exact figures along the curve (the convergence monitor's promise);
-- updates, training and wall seconds, and the machine's load.
+- updates, training and wall seconds, the machine's load, and the config's fields (the
+  README's table says which cells ran on defaults other than today's).
 
 A world the exact solver cannot enumerate (crowd) gets a residual-only cell: the curve holds
 the residuals and the learned values at the initial state (``algo.evaluate()``).
@@ -61,6 +62,7 @@ def _spearman(a, b) -> float:
 
 
 def run_cell(world: str, seed: int, updates: int, every: int, verbose: bool = True) -> dict:
+    from benchmarks.common import field_values
     from rllib_empo import EmpoConfig
     from rllib_empo.algorithm.env import env_id
     from rllib_empo.exact import TooManyStatesError
@@ -108,7 +110,7 @@ def run_cell(world: str, seed: int, updates: int, every: int, verbose: bool = Tr
                 "exact": exact_note is None, "exact_note": exact_note,
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "load": [round(load_before, 1), round(os.getloadavg()[0], 1)],
-                "curve": curve}
+                "fields": field_values(algo.config), "curve": curve}
         if solution is not None:
             history = [p["figures"] for p in curve]
             met = [i for i, f in enumerate(history) if all(bars_met(f).values())]

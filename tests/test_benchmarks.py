@@ -35,6 +35,7 @@ def test_fidelity_matrix_cell_summary_and_readme_table(ray_session, tmp_path):
     """A (short) cell of the fidelity matrix on the defaults: its curve, the bars' summary,
     the merged file, the README table and the residual plot built from it."""
     from benchmarks import fidelity_matrix as fm
+    from rllib_empo import EmpoConfig
     from rllib_empo.exact.compare import CONVERGENCE_BARS
     from tools import gen_docs
     cell = fm.run_cell("corridor", 0, updates=64, every=32, verbose=False)
@@ -44,20 +45,26 @@ def test_fidelity_matrix_cell_summary_and_readme_table(ray_session, tmp_path):
     assert cell["first_met"] is None and cell["stayed"] is None     # still in the warm-up
     out = tmp_path / "matrix.json"
     fm.merge(cell, out)
+    assert cell["fields"]["ema_decay"] == EmpoConfig().ema_decay    # what it trained with
     big = dict(cell, world="crowd", exact=False, num_states=None)  # a residual-only cell
-    data = fm.merge(big, out)
-    assert set(data["cells"]) == {"corridor/0", "crowd/0"}
+    fm.merge(big, out)
+    stale = dict(cell, seed=1, fields=dict(cell["fields"], ema_decay=0.5))
+    data = fm.merge(stale, out)
+    assert set(data["cells"]) == {"corridor/0", "corridor/1", "crowd/0"}
     rows = fm.summary_rows(data)
     assert [r["world"] for r in rows] == ["corridor", "crowd"]
-    assert rows[0]["first_met"] == [None] and "final_residual" in rows[1]
+    assert rows[0]["first_met"] == [None, None] and "final_residual" in rows[1]
     old = gen_docs.MATRIX
     gen_docs.MATRIX = out
     try:
         table = gen_docs._fidelity()
     finally:
         gen_docs.MATRIX = old
-    assert "| corridor (139) | 0 | 64 " in table and "not met" in table
+    assert "| corridor (139) | 0, 1 | 64 " in table and "not met" in table
     assert "crowd is too large for the exact solver" in table
+    # only the cell that trained on other defaults is named, with what differed
+    assert "corridor seed 1: on earlier defaults (ema_decay 0.5;" in table
+    assert "corridor seed 0:" not in table
     assert fm.plot_residual_vs_exact(data, tmp_path / "p.png", worlds=("corridor",)).exists()
     assert fm.plot_residual_vs_exact(data, tmp_path / "q.png", worlds=("lanes",)) is None
 

@@ -184,6 +184,14 @@ def _fidelity() -> str:
                for w in WORLDS if any((w, s) not in done for s in SEEDS)]
     if missing:
         notes.append("Not run yet: " + "; ".join(missing) + ".")
+    from benchmarks.common import defaults_phrase
+    stale = {}
+    for c in sorted(cells, key=lambda c: (c["world"], c["seed"])):
+        phrase = defaults_phrase(c.get("fields"))
+        if phrase != "on the defaults":
+            stale.setdefault(phrase, []).append(f"{c['world']} seed {c['seed']}")
+    for phrase, which in stale.items():
+        notes.append(f"{', '.join(which)}: {phrase}.")
     return text + ("\n\n" + " ".join(notes) if notes else "")
 
 
