@@ -109,3 +109,21 @@ def test_averaging_records_every_series_at_every_iteration(ray_session, tmp_path
     for seed in (0, 1):
         s = recorded[f"rock_gate/{seed}/defaults/ema0.997"]["summary"]
         assert s["raw"]["max_tv_pi_r_s0"] > 0.1 and s["ema999"]["max_tv_pi_r_s0"] <= 0.03
+
+
+def test_error_budget_splits_the_policy_error(ray_session, tmp_path):
+    """benchmarks/error_budget.py on a short corridor run: every part is a TV in [0, 1], the
+    total is at most the X_h part plus the Q_r part (the triangle inequality, state by
+    state), and the file records the curve."""
+    from benchmarks import error_budget
+    out = tmp_path / "budget.json"
+    assert error_budget.main(["--world", "corridor", "--updates", "64", "--every", "32",
+                              "--out", str(out)]) == 0
+    curve = json.loads(out.read_text())["corridor/0"]["curve"]
+    assert [p["num_updates"] for p in curve] == [32, 64]
+    for p in curve:
+        for part in error_budget.PARTS:
+            assert all(0.0 <= p[part][k] <= 1.0 for k in ("mean", "decision", "s0"))
+        assert p["total"]["mean"] <= p["x_h"]["mean"] + p["q_r"]["mean"] + 1e-9
+        assert p["total"]["s0"] <= p["x_h"]["s0"] + p["q_r"]["s0"] + 1e-9
+        assert p["num_states"] > 0 and p["x_h_abs_error"]["net"] >= 0

@@ -129,7 +129,7 @@ def prior_table(prior, graph: StateGraph, h: int, goals: list) -> np.ndarray:
 def solve(world, prior, params: EmpoParams | None = None, *,
           graph: StateGraph | None = None, max_states: int | None = DEFAULT_MAX_STATES,
           limit_name: str = "max_states", verbose: bool = False,
-          **param_values) -> ExactSolution:
+          x_h: np.ndarray | None = None, **param_values) -> ExactSolution:
     """Solve EMPO phase 2 exactly on ``world`` with human prior ``prior``.
 
     ``params`` is an ``EmpoParams``; alternatively give its fields as keywords
@@ -138,6 +138,12 @@ def solve(world, prior, params: EmpoParams | None = None, *,
     Raises WorldProtocolError for a cyclic world, TooManyStatesError (its message names
     ``limit_name``) for one with more than ``max_states`` states, whichever graph is used
     (default DEFAULT_MAX_STATES, the config's ``exact_max_states``; None: no limit).
+
+    ``x_h`` ([num_states, H], rows = ``graph.states``, humans in ``world.human_agent_indices``
+    order; give ``graph`` too) replaces eq. (7)'s X_h at the non-terminal states: the result
+    is the robot's exact fixed point (4), (5), (8), (9) given those X_h, with the humans'
+    V_h^e (6) under its policy. A diagnostic: with a learner's X_h it shows how far X_h's
+    error alone moves pi_r (``benchmarks/error_budget.py``).
     """
     if params is None:
         params = EmpoParams(**param_values)
@@ -156,6 +162,11 @@ def solve(world, prior, params: EmpoParams | None = None, *,
         raise TooManyStatesError(world_name(world), max_states, graph.num_states, limit_name)
     S, A, Ar = graph.num_states, graph.A, graph.num_robot_actions
     humans, robots = graph.humans, graph.robots
+    if x_h is not None:
+        x_h = np.asarray(x_h, dtype=np.float64)
+        if x_h.shape != (S, len(humans)) or not np.isfinite(x_h).all():
+            raise ValueError(f"x_h must be a finite array of shape (num_states, humans) = "
+                             f"{(S, len(humans))} over graph.states, got {x_h.shape}")
     goal_w, ach, pi_h, pibar = {}, {}, {}, {}
     for h in humans:
         goals, W, achieved = graph.goal_space(h)
@@ -195,8 +206,9 @@ def solve(world, prior, params: EmpoParams | None = None, *,
                     ops.append(pibar[o][level])
                     subs.append("z" + L[o])
             V_HE[h][level] = np.einsum(",".join(subs) + "->zy", *ops, optimize=True)
-            X_H[level, i] = eq.x_h_from_v_h_e(t(V_HE[h][level]), t(goal_w[h][level]),
-                                              zeta, x_h_floor).numpy()   # (7)
+            X_H[level, i] = (eq.x_h_from_v_h_e(t(V_HE[h][level]), t(goal_w[h][level]),
+                                               zeta, x_h_floor).numpy()  # (7)
+                             if x_h is None else x_h[level, i])
         u = eq.u_r_from_x_h(t(X_H[level]), xi, eta, x_h_floor)           # (8)
         Q[level], PI[level], U_R[level] = q, pi.numpy(), u.numpy()
         V_R[level] = eq.v_r_from(u, pi, t(q)).numpy()                     # (9)

@@ -261,6 +261,29 @@ def test_rock_gate_exact_policy_frees_the_human():
             assert sol.X_H[free, 0].mean() > sol.X_H[shut, 0].mean()
 
 
+def test_x_h_override_gives_the_robot_fixed_point_for_those_x_h():
+    """solve(x_h=...) with the exact X_h reproduces the solution; with other X_h it is the
+    robot's fixed point for them: U_r (8) from the given X_h, Q_r, pi_r, V_r consistent."""
+    world, sol = builtin_solution("rock_gate")
+    prior = BoltzmannHumanPrior.solve(world, beta_h=10.0, gamma_h=0.99)
+    same = solve(world, prior, graph=sol.graph, x_h=sol.X_H, **PAPER)
+    np.testing.assert_allclose(same.Q, sol.Q, rtol=1e-12)
+    np.testing.assert_allclose(same.PI, sol.PI, rtol=1e-12)
+    # every human twice as powerful (capped at 1): a different fixed point, U_r from these X_h
+    nt = ~sol.graph.terminal
+    other_x = np.minimum(1.0, 2.0 * sol.X_H)
+    other = solve(world, prior, graph=sol.graph, x_h=other_x, **PAPER)
+    np.testing.assert_allclose(other.X_H[nt], other_x[nt])
+    th = sol.params
+    u = -(np.maximum(other_x[nt], th.x_h_floor) ** (-th.xi)).mean(-1) ** th.eta
+    np.testing.assert_allclose(other.U_R[nt], u, rtol=1e-9)
+    assert np.abs(other.Q - sol.Q).max() > 1e-3
+    v_r = other.U_R[nt] + (other.PI[nt] * other.Q[nt]).sum(-1)
+    np.testing.assert_allclose(other.V_R[nt], v_r, rtol=1e-9)
+    with pytest.raises(ValueError, match="x_h must be"):
+        solve(world, prior, graph=sol.graph, x_h=sol.X_H[:, :0], **PAPER)
+
+
 # ---------------------------------------------------------------- reliability (issue 13)
 import inspect  # noqa: E402
 
