@@ -18,6 +18,7 @@ Each is a mean over the reachable non-terminal states, over the decision states 
 is not uniform) and at s0.
 
     python -m benchmarks.error_budget --world lanes --seeds 0 --updates 20000 --every 4000
+    python -m benchmarks.error_budget --world lanes --set q_r_target_update_interval=300
     python -m benchmarks.error_budget --checkpoints DIR [DIR ...]   # saved Empo checkpoints
 """
 from __future__ import annotations
@@ -65,6 +66,19 @@ def learned_x_h(algo, graph) -> dict:
     return {"net": net, "v_h_e": from_v}
 
 
+def trained_states(algo, states) -> np.ndarray | None:
+    """Which of ``states`` the learner trains on now: those with a successor table in the
+    replay memory (a row's state); None without a memory (a restore without the buffer)."""
+    from rllib_empo.worlds.keys import state_key
+    replay = getattr(algo, "replay", None)
+    if replay is None or len(replay) == 0:
+        return None
+    tables = replay.tables
+    live = tables.live_slots()
+    slots = algo.replay.states.slots_of([state_key(algo.world, s) for s in states])
+    return np.isin(slots, tables.col("state")[live]) & (slots >= 0)
+
+
 def error_budget(algo, solution=None) -> dict:
     """The split of the module docstring for ``algo`` (an Empo) against ``solution`` (default
     ``algo.exact_solution()``): {part: {"mean", "decision", "s0"}}, with the counts."""
@@ -87,6 +101,13 @@ def error_budget(algo, solution=None) -> dict:
     out = {k: {"mean": float(t.mean()), "s0": float(t[s0]),
                "decision": float(t[decision].mean()) if decision.any() else 0.0}
            for k, t in tvs.items()}
+    trained = trained_states(algo, [graph.states[i] for i in idx])
+    if trained is not None:     # the replay memory is there (not after a restore without it)
+        out["coverage"] = {
+            "trained_share": float(trained.mean()),
+            **{f"{k}_{where}": float(tvs[k][m].mean()) if m.any() else 0.0
+               for k in ("total", "q_r") for where, m in (("trained", trained),
+                                                          ("untrained", ~trained))}}
     nt = idx
     out["x_h_abs_error"] = {"net": float(np.abs(x["net"][nt] - solution.X_H[nt]).mean()),
                             "v_h_e": float(np.abs(x["v_h_e"][nt] - solution.X_H[nt]).mean())}
@@ -97,16 +118,18 @@ def error_budget(algo, solution=None) -> dict:
 def _line(tag: str, b: dict) -> str:
     return (f"{tag}: " + "  ".join(f"{k} mean {b[k]['mean']:.4f} dec {b[k]['decision']:.4f} "
                                    f"s0 {b[k]['s0']:.4f}" for k in PARTS)
-            + f"  |dX_h| net {b['x_h_abs_error']['net']:.4f} v_h_e {b['x_h_abs_error']['v_h_e']:.4f}")
+            + f"  |dX_h| net {b['x_h_abs_error']['net']:.4f} v_h_e {b['x_h_abs_error']['v_h_e']:.4f}"
+            + ("" if "coverage" not in b else "  coverage " + " ".join(
+                f"{k} {v:.4f}" for k, v in b["coverage"].items())))
 
 
-def run(world: str, seed: int, updates: int, every: int) -> dict:
-    """Train ``world`` on the defaults (``num_env_runners=0``) and split the error every
-    ``every`` learner updates."""
+def run(world: str, seed: int, updates: int, every: int, training: dict | None = None) -> dict:
+    """Train ``world`` on the defaults (``num_env_runners=0``), with ``training`` fields
+    changed, and split the error every ``every`` learner updates."""
     from rllib_empo import EmpoConfig
     from rllib_empo.algorithm.env import env_id
     algo = (EmpoConfig().environment(env_id(world)).env_runners(num_env_runners=0)
-            .debugging(seed=seed)).build_algo()
+            .training(**(training or {})).debugging(seed=seed)).build_algo()
     curve, t0, nxt = [], time.perf_counter(), every
     try:
         solution = algo.exact_solution()
@@ -120,7 +143,7 @@ def run(world: str, seed: int, updates: int, every: int) -> dict:
                 print(_line(f"{world} s{seed} {algo.num_updates}", b), flush=True)
     finally:
         algo.stop()
-    return {"world": world, "seed": seed, "curve": curve,
+    return {"world": world, "seed": seed, "training": training or {}, "curve": curve,
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -145,6 +168,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--updates", type=int, default=20_000)
     ap.add_argument("--every", type=int, default=4_000)
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="config fields to change from the defaults (values read as JSON)")
     ap.add_argument("--checkpoints", nargs="*", type=Path, default=None,
                     help="split the error of saved checkpoints instead of training")
     ap.add_argument("--key", default=None, help="the entry of --out to write (default: "
@@ -153,13 +178,15 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     from benchmarks.common import ensure_ray
     ensure_ray(num_cpus=2)
+    training = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
     data = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.checkpoints is not None:
         data[args.key or "checkpoints"] = from_checkpoints(args.checkpoints)
     else:
         for seed in map(int, args.seeds.split(",")):
-            res = run(args.world, seed, args.updates, args.every)
-            data[args.key or f"{args.world}/{seed}"] = res
+            res = run(args.world, seed, args.updates, args.every, training)
+            suffix = "".join(f" {k}={v}" for k, v in training.items())
+            data[args.key or f"{args.world}/{seed}{suffix}"] = res
     args.out.write_text(json.dumps(data, indent=1) + "\n")
     return 0
 
