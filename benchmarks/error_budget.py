@@ -123,13 +123,15 @@ def _line(tag: str, b: dict) -> str:
                 f"{k} {v:.4f}" for k, v in b["coverage"].items())))
 
 
-def run(world: str, seed: int, updates: int, every: int, training: dict | None = None) -> dict:
-    """Train ``world`` on the defaults (``num_env_runners=0``), with ``training`` fields
-    changed, and split the error every ``every`` learner updates."""
+def run(world: str, seed: int, updates: int, every: int, training: dict | None = None,
+        save=None) -> dict:
+    """Train ``world`` on the defaults (``num_env_runners=0``), with the config fields
+    ``training`` changed (EMPO's or RLlib's), and split the error every ``every`` learner updates."""
     from rllib_empo import EmpoConfig
     from rllib_empo.algorithm.env import env_id
-    algo = (EmpoConfig().environment(env_id(world)).env_runners(num_env_runners=0)
-            .training(**(training or {})).debugging(seed=seed)).build_algo()
+    config = (EmpoConfig().environment(env_id(world)).env_runners(num_env_runners=0)
+              .debugging(seed=seed))
+    algo = config.update_from_dict(dict(training or {})).build_algo()
     curve, t0, nxt = [], time.perf_counter(), every
     try:
         solution = algo.exact_solution()
@@ -141,9 +143,15 @@ def run(world: str, seed: int, updates: int, every: int, training: dict | None =
                 curve.append({"num_updates": algo.num_updates,
                               "train_s": round(time.perf_counter() - t0, 1), **b})
                 print(_line(f"{world} s{seed} {algo.num_updates}", b), flush=True)
+                if save is not None:
+                    save(_result(world, seed, training, curve))
     finally:
         algo.stop()
-    return {"world": world, "seed": seed, "training": training or {}, "curve": curve,
+    return _result(world, seed, training, curve)
+
+
+def _result(world, seed, training, curve) -> dict:
+    return {"world": world, "seed": seed, "training": training or {}, "curve": list(curve),
             "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())}
 
 
@@ -179,16 +187,21 @@ def main(argv=None) -> int:
     from benchmarks.common import ensure_ray
     ensure_ray(num_cpus=2)
     training = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
-    data = json.loads(args.out.read_text()) if args.out.exists() else {}
     if args.checkpoints is not None:
-        data[args.key or "checkpoints"] = from_checkpoints(args.checkpoints)
-    else:
-        for seed in map(int, args.seeds.split(",")):
-            res = run(args.world, seed, args.updates, args.every, training)
-            suffix = "".join(f" {k}={v}" for k, v in training.items())
-            data[args.key or f"{args.world}/{seed}{suffix}"] = res
-    args.out.write_text(json.dumps(data, indent=1) + "\n")
+        _write(args.out, args.key or "checkpoints", from_checkpoints(args.checkpoints))
+        return 0
+    suffix = "".join(f" {k}={v}" for k, v in training.items())
+    for seed in map(int, args.seeds.split(",")):
+        key = args.key or f"{args.world}/{seed}{suffix}"
+        save = lambda res, key=key: _write(args.out, key, res)   # noqa: E731
+        save(run(args.world, seed, args.updates, args.every, training, save))
     return 0
+
+
+def _write(out: Path, key: str, res: dict) -> None:
+    data = json.loads(out.read_text()) if out.exists() else {}
+    data[key] = res
+    out.write_text(json.dumps(data, indent=1) + "\n")
 
 
 if __name__ == "__main__":
