@@ -121,12 +121,22 @@ def ensure_ray(num_cpus: int | None = None):
     return ray
 
 
+#: RLlib fields whose default EmpoConfig sets, recorded with the EMPO fields ...
+RLLIB_OVERRIDES = ("train_batch_size_per_learner", "grad_clip", "grad_clip_by",
+                   "rollout_fragment_length")
+#: ... and their values in the records that predate recording them.
+BEFORE_RECORDED = {"train_batch_size_per_learner": 256, "grad_clip": 10.0,
+                   "grad_clip_by": "global_norm", "rollout_fragment_length": 50}
+
+
 def field_values(config) -> dict:
-    """{EMPO config field: its value in ``config``}, JSON-able (tuples as lists): what a
-    recorded run trained with, to compare with the defaults of a later checkout."""
+    """{EMPO config field or RLlib field in RLLIB_OVERRIDES: its value in ``config``},
+    JSON-able (tuples as lists): what a recorded run trained with, to compare with the
+    defaults of a later checkout."""
     import json
     from rllib_empo.algorithm.fields import FIELD_NAMES
-    return json.loads(json.dumps({n: getattr(config, n) for n in FIELD_NAMES}, default=list))
+    names = tuple(FIELD_NAMES) + RLLIB_OVERRIDES
+    return json.loads(json.dumps({n: getattr(config, n) for n in names}, default=list))
 
 
 def changed_defaults(recorded: dict | None) -> dict | None:
@@ -136,7 +146,8 @@ def changed_defaults(recorded: dict | None) -> dict | None:
         return None
     from rllib_empo import EmpoConfig
     now = field_values(EmpoConfig())
-    return {n: (recorded.get(n), v) for n, v in now.items() if recorded.get(n) != v}
+    then = {n: recorded.get(n, BEFORE_RECORDED.get(n)) for n in now}
+    return {n: (then[n], v) for n, v in now.items() if then[n] != v}
 
 
 def defaults_phrase(fields, ignore=("replay_capacity",)) -> str:

@@ -83,7 +83,7 @@ def test_defaults_equal_the_spec():
         assert getattr(cfg, name) == value, name
     assert set(SPEC_DEFAULTS) == set(FIELD_NAMES)
     assert (cfg.train_batch_size_per_learner, cfg.grad_clip, cfg.grad_clip_by, cfg.rollout_fragment_length) == \
-        (256, 10.0, "global_norm", 50)
+        (256, 10.0, "global_norm", 200)
     cfg.validate()
 
 
@@ -94,6 +94,7 @@ def test_training_sets_every_field_and_keeps_rllib_args():
     for name, value in OTHER_VALUES.items():
         assert getattr(cfg, name) == value, name
     assert (cfg.grad_clip, cfg.train_batch_size_per_learner) == (5.0, 32)
+    cfg.env_runners(rollout_fragment_length=32)   # one iteration's rows fit replay_capacity 64
     cfg.validate()
     cfg.training()  # nothing provided: nothing changes
     assert cfg.beta_r == 0.0
