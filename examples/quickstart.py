@@ -6,11 +6,11 @@ world and the theory parameters are set: the warm-up, networks, replay and learn
 are the defaults. Training prints a line at every stage change and every 2,000 learner
 updates (stage, beta_r, the residual of Q_r: its distance from its own fixed point), then
 the learned policy's distance to the exact one, with the bars it should meet. 6,000 learner
-updates: with today's rollout_fragment_length (200) the rock_gate runs of
-benchmarks/error_budget.json are at mean TV 0.012-0.014 there (seeds 0-2). The former
-8,000-update demo with 50 took 4 min 31 s on an idle 2-core machine (3 min 40 s with 2 torch
-threads, but in one run beside a busy process 2 threads were several times slower, so the
-demo keeps one torch thread). With RLLIB_EMPO_FAST=1 (CI) a few seconds of a shortened
+updates took 5 min 11 s beside the test suite (283 s of CPU; the CPU time of the former
+8,000 updates with 50 env steps per iteration was 266 s) and ended at TV(pi_r, s0) 0.025,
+V_r error 0.4 %, mean TV 0.012. Two torch threads were tried on the 8,000-update demo:
+3 min 40 s instead of 4 min 31 s on an idle machine, but several times slower in one run
+beside a busy process, so the demo keeps one thread. With RLLIB_EMPO_FAST=1 (CI) a few seconds of a shortened
 warm-up.
 
 The block between the markers is the README's quick start, verbatim (a test checks that

@@ -46,6 +46,11 @@ def test_fidelity_matrix_cell_summary_and_readme_table(ray_session, tmp_path):
     out = tmp_path / "matrix.json"
     fm.merge(cell, out)
     assert cell["fields"]["ema_decay"] == EmpoConfig().ema_decay    # what it trained with
+    from benchmarks.common import changed_defaults
+    assert changed_defaults(cell["fields"]) == {}
+    # a record from before RLlib's fields were recorded ran on rollout_fragment_length 50
+    old_record = {k: v for k, v in cell["fields"].items() if k != "rollout_fragment_length"}
+    assert changed_defaults(old_record) == {"rollout_fragment_length": (50, 200)}
     big = dict(cell, world="crowd", exact=False, num_states=None)  # a residual-only cell
     fm.merge(big, out)
     stale = dict(cell, seed=1, fields=dict(cell["fields"], ema_decay=0.5))
