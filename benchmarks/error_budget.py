@@ -75,7 +75,7 @@ def trained_states(algo, states) -> np.ndarray | None:
         return None
     tables = replay.tables
     live = tables.live_slots()
-    slots = algo.replay.states.slots_of([state_key(algo.world, s) for s in states])
+    slots = replay.states.slots_of([state_key(algo.world, s) for s in states])
     return np.isin(slots, tables.col("state")[live]) & (slots >= 0)
 
 
@@ -90,8 +90,9 @@ def error_budget(algo, solution=None) -> dict:
     prior = prior_from_env_config(algo.world, cfg.env_config, cfg.gamma_h)
     idx = np.flatnonzero(~graph.terminal)
     s0 = int(np.flatnonzero(idx == 0)[0])
+    states = [graph.states[i] for i in idx]
     pi_exact = solution.PI[idx]
-    pi_learned = algo.values([graph.states[i] for i in idx], need=("pi_r",))["pi_r"]
+    pi_learned = algo.values(states, need=("pi_r",))["pi_r"]
     x = learned_x_h(algo, graph)
     fixed = {k: solve(algo.world, prior, cfg.params, graph=graph, max_states=None, x_h=v).PI[idx]
              for k, v in x.items()}
@@ -101,16 +102,15 @@ def error_budget(algo, solution=None) -> dict:
     out = {k: {"mean": float(t.mean()), "s0": float(t[s0]),
                "decision": float(t[decision].mean()) if decision.any() else 0.0}
            for k, t in tvs.items()}
-    trained = trained_states(algo, [graph.states[i] for i in idx])
+    trained = trained_states(algo, states)
     if trained is not None:     # the replay memory is there (not after a restore without it)
         out["coverage"] = {
             "trained_share": float(trained.mean()),
             **{f"{k}_{where}": float(tvs[k][m].mean()) if m.any() else 0.0
                for k in ("total", "q_r") for where, m in (("trained", trained),
                                                           ("untrained", ~trained))}}
-    nt = idx
-    out["x_h_abs_error"] = {"net": float(np.abs(x["net"][nt] - solution.X_H[nt]).mean()),
-                            "v_h_e": float(np.abs(x["v_h_e"][nt] - solution.X_H[nt]).mean())}
+    out["x_h_abs_error"] = {k: float(np.abs(v[idx] - solution.X_H[idx]).mean())
+                            for k, v in x.items()}
     out["num_states"], out["num_decision_states"] = int(len(idx)), int(decision.sum())
     return out
 

@@ -10,8 +10,8 @@ updates took 5 min 11 s beside the test suite (283 s of CPU; the CPU time of the
 8,000 updates with 50 env steps per iteration was 266 s) and ended at TV(pi_r, s0) 0.025,
 V_r error 0.4 %, mean TV 0.012. Two torch threads were tried on the 8,000-update demo:
 3 min 40 s instead of 4 min 31 s on an idle machine, but several times slower in one run
-beside a busy process, so the demo keeps one thread. With RLLIB_EMPO_FAST=1 (CI) a few seconds of a shortened
-warm-up.
+beside a busy process, so the demo keeps one thread. With RLLIB_EMPO_FAST=1 (CI) a few
+seconds of a shortened warm-up.
 
 The block between the markers is the README's quick start, verbatim (a test checks that
 README.md and this file agree and runs this file).
