@@ -123,10 +123,11 @@ def ensure_ray(num_cpus: int | None = None):
 
 #: RLlib fields whose default EmpoConfig sets, recorded with the EMPO fields ...
 RLLIB_OVERRIDES = ("train_batch_size_per_learner", "grad_clip", "grad_clip_by",
-                   "rollout_fragment_length")
+                   "rollout_fragment_length", "num_envs_per_env_runner")
 #: ... and their values in the records that predate recording them.
 BEFORE_RECORDED = {"train_batch_size_per_learner": 256, "grad_clip": 10.0,
-                   "grad_clip_by": "global_norm", "rollout_fragment_length": 50}
+                   "grad_clip_by": "global_norm", "rollout_fragment_length": 50,
+                   "num_envs_per_env_runner": 1}
 
 
 def field_values(config) -> dict:

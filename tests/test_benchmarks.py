@@ -48,9 +48,13 @@ def test_fidelity_matrix_cell_summary_and_readme_table(ray_session, tmp_path):
     assert cell["fields"]["ema_decay"] == EmpoConfig().ema_decay    # what it trained with
     from benchmarks.common import changed_defaults
     assert changed_defaults(cell["fields"]) == {}
-    # a record from before RLlib's fields were recorded ran on rollout_fragment_length 50
-    old_record = {k: v for k, v in cell["fields"].items() if k != "rollout_fragment_length"}
-    assert changed_defaults(old_record) == {"rollout_fragment_length": (50, 200)}
+    # a record from before RLlib's fields were recorded ran on one env per runner
+    old_record = {k: v for k, v in cell["fields"].items()
+                  if k not in ("rollout_fragment_length", "num_envs_per_env_runner")}
+    assert changed_defaults(old_record) == {"num_envs_per_env_runner": (1, 4)}
+    # ... and one of rollout_fragment_length 200 (recorded) with one env is not the default
+    assert changed_defaults(dict(old_record, rollout_fragment_length=200)) == {
+        "rollout_fragment_length": (200, 50), "num_envs_per_env_runner": (1, 4)}
     big = dict(cell, world="crowd", exact=False, num_states=None)  # a residual-only cell
     fm.merge(big, out)
     stale = dict(cell, seed=1, fields=dict(cell["fields"], ema_decay=0.5))

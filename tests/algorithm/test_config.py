@@ -82,8 +82,9 @@ def test_defaults_equal_the_spec():
     for name, value in SPEC_DEFAULTS.items():
         assert getattr(cfg, name) == value, name
     assert set(SPEC_DEFAULTS) == set(FIELD_NAMES)
-    assert (cfg.train_batch_size_per_learner, cfg.grad_clip, cfg.grad_clip_by, cfg.rollout_fragment_length) == \
-        (256, 10.0, "global_norm", 200)
+    assert (cfg.train_batch_size_per_learner, cfg.grad_clip, cfg.grad_clip_by,
+            cfg.num_envs_per_env_runner, cfg.rollout_fragment_length) == \
+        (256, 10.0, "global_norm", 4, 50)
     cfg.validate()
 
 
@@ -94,7 +95,7 @@ def test_training_sets_every_field_and_keeps_rllib_args():
     for name, value in OTHER_VALUES.items():
         assert getattr(cfg, name) == value, name
     assert (cfg.grad_clip, cfg.train_batch_size_per_learner) == (5.0, 32)
-    cfg.env_runners(rollout_fragment_length=32)   # one iteration's rows fit replay_capacity 64
+    cfg.env_runners(num_envs_per_env_runner=2, rollout_fragment_length=32)   # 64 rows fit capacity 64
     cfg.validate()
     cfg.training()  # nothing provided: nothing changes
     assert cfg.beta_r == 0.0

@@ -407,6 +407,33 @@ def test_rebuilt_probabilities_are_distributions():
     np.testing.assert_allclose(sums[b.goal_mask > 0].numpy(), 1.0, rtol=1e-5)
 
 
+@pytest.mark.parametrize("num_humans", [1, 2, 3])
+def test_summing_out_the_humans_matches_the_formula_term_by_term(num_humans):
+    """batch.py's eqs. (4) and (6), P(k | r) = sum_aH prod_h pi_bar_h(a_h) P(k | r, aH) and
+    P_h,g(k | r) = sum_aH pi_h(a_h | g) prod_{o != h} pi_bar_o(a_o) P(k | r, aH), against a
+    loop over every joint human action."""
+    from rllib_empo.algorithm.batch import _sum_out_humans
+    rng = np.random.default_rng(num_humans)
+    B, Ar, A, K, G, H = 3, 2, 3, 4, 2, num_humans
+    joint = torch.tensor(rng.random((B, Ar * A ** H, K)), dtype=torch.float64)
+    prior = torch.tensor(rng.dirichlet(np.ones(A), (B, H, G)), dtype=torch.float64)
+    goal_w = torch.tensor(rng.dirichlet(np.ones(G), (B, H)), dtype=torch.float64)
+    probs, per_human = _sum_out_humans(joint, prior, goal_w, A, Ar)
+    pibar = np.einsum("bhg,bhga->bha", goal_w.numpy(), prior.numpy())
+    P = joint.numpy().reshape((B, Ar) + (A,) * H + (K,))
+    want = np.zeros((B, Ar, K))
+    want_h = np.zeros((B, H, G, Ar, K))
+    for a in itertools.product(range(A), repeat=H):
+        kernel = P[(slice(None), slice(None)) + a]                         # [B, Ar, K]
+        want += np.prod([pibar[:, h, a[h]] for h in range(H)], 0)[:, None, None] * kernel
+        for h in range(H):
+            others = np.prod([pibar[:, o, a[o]] for o in range(H) if o != h] or [np.ones(B)], 0)
+            w = prior[:, h, :, a[h]].numpy() * others[:, None]            # [B, G]
+            want_h[:, h] += w[:, :, None, None] * kernel[:, None]
+    np.testing.assert_allclose(probs.numpy(), want, rtol=1e-12)
+    np.testing.assert_allclose(per_human.numpy(), want_h, rtol=1e-12)
+
+
 # --------------------------------------------------------------------- losses and masks
 def _loss_by_hand(name, pred, target, mask, space):
     """value_loss's documented definition (targets.py, config field value_loss): in "log"
