@@ -117,10 +117,10 @@ def build_config(args):
     training = _fields(args)
     if args.train_batch_size is not None:
         training["train_batch_size_per_learner"] = args.train_batch_size
-    runners = dict(num_env_runners=args.num_env_runners,
-                   num_envs_per_env_runner=args.num_envs_per_env_runner)
-    if args.rollout_fragment_length is not None:
-        runners["rollout_fragment_length"] = args.rollout_fragment_length
+    runners = dict(num_env_runners=args.num_env_runners)
+    for name in ("num_envs_per_env_runner", "rollout_fragment_length"):
+        if getattr(args, name) is not None:          # unset: EmpoConfig's default
+            runners[name] = getattr(args, name)
     try:
         config = (EmpoConfig().environment(env_id, env_config=env_config)
                   .env_runners(**runners).training(**training).debugging(seed=args.seed))

@@ -218,12 +218,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default=None, help="output directory (default runs/<world>-<time>)")
     g.add_argument("--num-env-runners", type=_int_at_least(0), default=0, metavar="N",
                    help="remote EnvRunner processes (default 0: sample in this process)")
-    g.add_argument("--num-envs-per-env-runner", type=_int_at_least(1), default=1, metavar="N",
-                   help="envs each EnvRunner steps (default 1)")
+    defaults = EmpoConfig()
+    g.add_argument("--num-envs-per-env-runner", type=_int_at_least(1), default=None, metavar="N",
+                   help="envs each EnvRunner steps together "
+                        f"(default {defaults.num_envs_per_env_runner})")
     g.add_argument("--rollout-fragment-length", type=_int_at_least(1), default=None,
-                   metavar="N", help="env steps per EnvRunner and train() call (default 50)")
+                   metavar="N", help="env steps per env, EnvRunner and train() call "
+                                     f"(default {defaults.rollout_fragment_length})")
     g.add_argument("--train-batch-size", type=_int_at_least(1), default=None, metavar="N",
-                   help="train_batch_size_per_learner (default 64)")
+                   help="train_batch_size_per_learner "
+                        f"(default {defaults.train_batch_size_per_learner})")
     g.add_argument("--seed", type=_int_at_least(0), default=0,
                    help="seed of the run: networks, sampling, minibatches (default 0)")
     g.add_argument("--compare", action="store_true",

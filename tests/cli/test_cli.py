@@ -70,6 +70,24 @@ def test_every_option_has_help():
     assert missing == []
 
 
+def test_train_without_runner_flags_keeps_the_configs_defaults():
+    """Unset --num-envs-per-env-runner, --rollout-fragment-length and --train-batch-size
+    leave EmpoConfig's defaults, which their help names; set, they are used."""
+    from rllib_empo import EmpoConfig
+    from rllib_empo.cli.commands import build_config
+    defaults, parser = EmpoConfig(), build_parser()
+    config = build_config(parser.parse_args(["train"]))
+    fields = ("num_envs_per_env_runner", "rollout_fragment_length", "train_batch_size_per_learner")
+    assert [getattr(config, f) for f in fields] == [getattr(defaults, f) for f in fields]
+    options = dict(_options(parser))
+    for option, field in zip(("--num-envs-per-env-runner", "--rollout-fragment-length",
+                              "--train-batch-size"), fields):
+        assert f"(default {getattr(defaults, field)})" in options[f"train {option}"].help
+    config = build_config(parser.parse_args(["train", "--num-envs-per-env-runner", "2",
+                                             "--rollout-fragment-length", "30"]))
+    assert (config.num_envs_per_env_runner, config.rollout_fragment_length) == (2, 30)
+
+
 def test_console_script_error_exit_code():
     exe = os.path.join(os.path.dirname(sys.executable), "rllib-empo")
     proc = subprocess.run([exe, "solve", "--world", "nowhere"], capture_output=True, text=True,
