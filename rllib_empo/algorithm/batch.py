@@ -27,7 +27,6 @@ import torch
 from rllib_empo.theory import equations as eq
 
 
-
 def _t(view, store: str, col: str) -> torch.Tensor:
     return torch.from_numpy(view.store(store).col(col))
 

@@ -41,9 +41,10 @@ def failed(fig: dict) -> dict:
 
 
 def test_the_defaults_converge_on_corridor(ray_session):
-    """corridor (139 states): every bar met 1,000 updates after the beta_r ramp, and still met
-    1,000 updates later (about 4 minutes on 2 cores)."""
-    untrained, figs = train_and_evaluate(defaults("rllib_empo/Corridor-v0"), [6_000, 7_000])
+    """corridor (139 states): every bar met 500 updates after the beta_r ramp, and still met
+    500 updates later (about 5 minutes on 2 cores). benchmarks/fidelity_matrix.json has the
+    same run to 20,000 updates: at 5,000 TV(pi_r, s0) was still 0.057, at 5,512 0.015."""
+    untrained, figs = train_and_evaluate(defaults("rllib_empo/Corridor-v0"), [5_500, 6_000])
     assert failed(untrained)                    # the test can fail
     for fig in figs:
         assert not failed(fig), failed(fig)
