@@ -23,14 +23,15 @@ def ray_session():
 
 
 def small_config(world: str = "rllib_empo/RockGate-v0", **training):
-    """A fast EmpoConfig for tests: local sampling, tiny networks, short warm-up."""
+    """A fast EmpoConfig for tests: local sampling with one env (20 rows an iteration), tiny
+    networks, short warm-up."""
     from rllib_empo import EmpoConfig
     defaults = dict(warmup_v_h_e_steps=4, warmup_x_h_steps=4, warmup_q_r_steps=4,
                     beta_r_rampup_steps=4, updates_per_iteration=4, hidden_sizes=(16, 16),
                     replay_capacity=2000)
     defaults.update(training)
     return (EmpoConfig().environment(world)
-            .env_runners(num_env_runners=0, rollout_fragment_length=20)
+            .env_runners(num_env_runners=0, num_envs_per_env_runner=1, rollout_fragment_length=20)
             .training(train_batch_size_per_learner=16, **defaults)
             .debugging(seed=0)
             .fault_tolerance(restart_failed_env_runners=False))

@@ -177,9 +177,11 @@ def test_default_config_builds(ray_session, method):
             for n in ("q_r", "x_h")}
         A_r = algo.config.table_spec().num_robot_actions
         assert widths == {"q_r": (512, 512, A_r), "x_h": (256, 256, 1)}
-        r = algo.train()        # 200 rows < learning_starts = the batch size, 256: sampling only
+        r = algo.train()        # ~200 rows < learning_starts = the batch size, 256: sampling only
         assert algo.config.effective_learning_starts == 256
-        assert r["Buffer"]["size"] == 200 and r["Warmup"]["num_updates"] == 0
+        # 4 envs x 50 steps; RLlib steps the envs together until 200 steps are done, and an
+        # env's reset step counts none, so up to 3 more rows come
+        assert 200 <= r["Buffer"]["size"] <= 203 and r["Warmup"]["num_updates"] == 0
     finally:
         algo.stop()
 
