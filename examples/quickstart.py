@@ -5,14 +5,12 @@ The robot should learn to push the rock out of the gate that shuts the human in.
 world and the theory parameters are set: the warm-up, networks, replay and learning rates
 are the defaults. Training prints a line at every stage change and every 2,000 learner
 updates (stage, beta_r, the residual of Q_r: its distance from its own fixed point), then
-the learned policy's distance to the exact one, with the bars it should meet. This is the
-fidelity matrix's rock_gate seed 0 run (benchmarks/fidelity_matrix.json), which on today's
-defaults (4 envs x 50 env steps per iteration) reached 6,024 updates after 248 s of training
-beside another run and was then at TV(pi_r, s0) 0.021, V_r error 2.6 %, mean TV 0.013. The
-demo itself was last timed with one env x 200 steps: 5 min 11 s beside the test suite (283 s
-of CPU), ending at TV(pi_r, s0) 0.025, V_r error 0.4 %, mean TV 0.012. Two torch threads
-were tried on the 8,000-update demo:
-3 min 40 s instead of 4 min 31 s on an idle machine, but several times slower in one run
+the learned policy's distance to the exact one, with the bars it should meet. On today's
+defaults (4 envs x 50 env steps per iteration) 6,024 updates took 4 min 42 s, partly beside
+the test suite (252 s of CPU), and ended at TV(pi_r, s0) 0.021, V_r error 2.6 %, mean TV
+0.013: the same figures as the fidelity matrix's rock_gate seed 0 run at that update (one
+env x 200 steps: 5 min 11 s beside the test suite, 283 s of CPU). Two torch threads were
+tried on the 8,000-update demo: 3 min 40 s instead of 4 min 31 s on an idle machine, but several times slower in one run
 beside a busy process, so the demo keeps one thread. With RLLIB_EMPO_FAST=1 (CI) a few
 seconds of a shortened warm-up.
 
