@@ -10,9 +10,9 @@ defaults (4 envs x 50 env steps per iteration) 6,024 updates took 4 min 42 s, pa
 the test suite (252 s of CPU), and ended at TV(pi_r, s0) 0.021, V_r error 2.6 %, mean TV
 0.013: the same figures as the fidelity matrix's rock_gate seed 0 run at that update (one
 env x 200 steps: 5 min 11 s beside the test suite, 283 s of CPU). Two torch threads were
-tried on the 8,000-update demo: 3 min 40 s instead of 4 min 31 s on an idle machine, but several times slower in one run
-beside a busy process, so the demo keeps one thread. With RLLIB_EMPO_FAST=1 (CI) a few
-seconds of a shortened warm-up.
+tried on the 8,000-update demo: 3 min 40 s instead of 4 min 31 s on an idle machine, but
+several times slower in one run beside a busy process, so the demo keeps one thread. With
+RLLIB_EMPO_FAST=1 (CI) a few seconds of a shortened warm-up.
 
 The block between the markers is the README's quick start, verbatim (a test checks that
 README.md and this file agree and runs this file).
