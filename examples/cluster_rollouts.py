@@ -41,8 +41,9 @@ def main(argv=None) -> None:
                    help="address of a running Ray cluster ('auto' or host:port); default: "
                         "start a local Ray")
     p.add_argument("--num-env-runners", type=int, default=1 if fast else 2)
-    p.add_argument("--num-envs-per-env-runner", type=int, default=EmpoConfig().num_envs_per_env_runner)
-    p.add_argument("--rollout-fragment-length", type=int, default=EmpoConfig().rollout_fragment_length)
+    defaults = EmpoConfig()
+    p.add_argument("--num-envs-per-env-runner", type=int, default=defaults.num_envs_per_env_runner)
+    p.add_argument("--rollout-fragment-length", type=int, default=defaults.rollout_fragment_length)
     p.add_argument("--iterations", type=int, default=3 if fast else 20)
     p.add_argument("--world", default="rock_gate", choices=sorted(WORLDS))
     args = p.parse_args(argv)
