@@ -10,7 +10,7 @@ pi_r and V_r at the initial state s0, against the exact solution, for several *s
 - ``raw``: the latest weights (what trains);
 - ``target``: the target copies (what the bootstrapped targets are computed with);
 - ``ema<d>`` for the learner's decay: the learner's running average (what is evaluated);
-- ``ema<d>`` for each of ``LONGER``: running averages with longer memory, kept here from the
+- ``ema<d>`` for each of ``LONGER`` but the learner's: running averages, kept here from the
   weights read after each iteration (``avg <- a avg + (1 - a) w`` with ``a = d ** updates
   since the last read``; they start from the weights at ``--start``).
 
@@ -70,7 +70,8 @@ def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema
             tv = 0.5 * float(np.abs(v["pi_r"][0] - solution.PI[0]).sum())
             return tv, float(abs(v["v_r"][0] - solution.V_R[0]) / abs(solution.V_R[0]))
 
-        names = ["raw", "target", series_name(learner_ema)] + [series_name(d) for d in LONGER]
+        longer_decays = [d for d in LONGER if d != learner_ema]     # the learner's is read
+        names = ["raw", "target", series_name(learner_ema)] + [series_name(d) for d in longer_decays]
         curves = {n: {"tv_pi_r_s0": [], "v_r_s0_rel_error": []} for n in names}
         longer: dict = {}
         steps, last, t0 = [], 0, time.process_time()
@@ -83,7 +84,7 @@ def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema
             w = algo.learner_group.get_weights()[DEFAULT_MODULE_ID]
             raw = {k: np.asarray(v) for k, v in w.items()
                    if not k.startswith((AVERAGE_PREFIX, TARGET_PREFIX))}
-            for d in LONGER:
+            for d in longer_decays:
                 if d not in longer:
                     longer[d] = {k: v.copy() for k, v in raw.items()}
                 else:
@@ -94,7 +95,7 @@ def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema
             strip = lambda p: {k[len(p):]: v for k, v in w.items() if k.startswith(p)}
             weights = {"raw": raw, "target": {**raw, **strip(TARGET_PREFIX)},
                        series_name(learner_ema): {**raw, **strip(AVERAGE_PREFIX)},
-                       **{series_name(d): longer[d] for d in LONGER}}
+                       **{series_name(d): longer[d] for d in longer_decays}}
             for name in names:
                 tv, vr = at_s0(weights[name])
                 curves[name]["tv_pi_r_s0"].append(round(tv, 5))
