@@ -3,7 +3,7 @@ behind ``ema_decay``'s default.
 
 A run trains one world with the defaults, except the learner's own running average, which is
 set to ``--learner-ema`` (0.997, the default when the wander was measured), and, with
-``--target-from-average``, ``target_from_average=True``. From ``--start`` on, after every
+``--target-copy``, what the target copies take (``target_copy``). From ``--start`` on, after every
 iteration (``updates_per_iteration`` updates) it reads the Learner's weights and computes
 pi_r and V_r at the initial state s0, against the exact solution, for several *series*:
 
@@ -40,7 +40,7 @@ def series_name(decay: float) -> str:
 
 
 def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema: float,
-        target_from_average: bool, warmup: int | None = None, verbose: bool = True) -> dict:
+        target_copy: str, warmup: int | None = None, verbose: bool = True) -> dict:
     import numpy as np
     import torch
     from ray.rllib.core import DEFAULT_MODULE_ID
@@ -52,7 +52,7 @@ def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema
     from rllib_empo.exact.compare import CONVERGENCE_BARS
     ensure_ray()
     config = (EmpoConfig().environment(env_id(world)).env_runners(num_env_runners=0)
-              .training(ema_decay=learner_ema, target_from_average=target_from_average)
+              .training(ema_decay=learner_ema, target_copy=target_copy)
               .debugging(seed=seed))
     if warmup is not None:          # a quick look: every warm-up stage ``warmup`` updates
         config.training(**{f"warmup_{n}_steps": warmup for n in ("v_h_e", "x_h", "q_r")},
@@ -115,7 +115,7 @@ def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema
                              "max_v_r_s0_rel_error": max(vr)}
         return {"world": world, "seed": seed, "updates": algo.num_updates, "start": start,
                 "after": after, "learner_ema_decay": learner_ema,
-                "target_from_average": target_from_average, "warmup": warmup, "bar": bar,
+                "target_copy": target_copy, "warmup": warmup, "bar": bar,
                 "cpu_s": round(time.process_time() - t0, 1),
                 "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                 "summary": summary, "num_updates": steps, "curves": curves}
@@ -124,7 +124,7 @@ def run(world: str, seed: int, updates: int, start: int, after: int, learner_ema
 
 
 def key(res: dict) -> str:
-    variant = "target_from_average" if res["target_from_average"] else "defaults"
+    variant = "target_" + res["target_copy"]
     if res.get("warmup") is not None:
         variant += f"_warmup{res['warmup']}"
     return f"{res['world']}/{res['seed']}/{variant}/ema{res['learner_ema_decay']}"
@@ -142,7 +142,8 @@ def main(argv=None) -> int:
     ap.add_argument("--after", type=int, default=8_000,
                     help="the summary covers the iterations from this update on")
     ap.add_argument("--learner-ema", type=float, default=0.997)
-    ap.add_argument("--target-from-average", action="store_true")
+    ap.add_argument("--target-copy", choices=("interval_mean", "latest", "average"),
+                    default="interval_mean", help="the config's target_copy")
     ap.add_argument("--warmup", type=int, default=None,
                     help="a quick look: each warm-up stage this many updates (default: the spec's)")
     ap.add_argument("--out", type=Path, default=OUT)
@@ -150,7 +151,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     for seed in args.seeds:
         res = run(args.world, seed, args.updates, args.start, args.after, args.learner_ema,
-                  args.target_from_average, args.warmup)
+                  args.target_copy, args.warmup)
         data = json.loads(args.out.read_text()) if args.out.exists() else {}
         data[key(res)] = res
         args.out.write_text(json.dumps(data, indent=1) + "\n")

@@ -162,9 +162,11 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "Per-update decay of a running average of every network's weights; evaluation, the "
        "learned values and the EnvRunners' q_r use the averages (0 = the latest weights). "
        "Averaging removes the optimizer's jitter, which beta_r = 10 amplifies in pi_r."),
-    _F("target_from_average", False, BOOL,
-       "Target copies take a network's running average (ema_decay > 0) instead of its latest "
-       "weights, so that the bootstrapped targets do not carry the optimizer's jitter."),
+    _F("target_copy", "interval_mean", _choice("interval_mean", "latest", "average"),
+       "What a network's hard target copy takes: 'interval_mean' the mean of its weights over "
+       "the updates since its last copy (the optimizer's jitter averaged out, about half an "
+       "interval of lag), 'latest' its current weights, 'average' its running average "
+       "(needs ema_decay > 0; lags about 1 / (1 - ema_decay) updates)."),
     _F("replay_sampling", "states", _choice("transitions", "states"),
        "How minibatches draw replay rows: 'transitions' uniformly (states as often as visited); "
        "'states' every stored state equally often (the targets are exact expectations, so "

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 from ray.rllib.core.learner.utils import update_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
@@ -46,6 +47,7 @@ EMPO_KEY = "empo"
 OPTIMIZER = "adam"
 CACHE_COMPONENT = "empo_target_cache"
 AVERAGE_COMPONENT = "empo_average_steps"
+MEAN_COMPONENT = "empo_interval_means"
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,9 @@ class EmpoTorchLearner(TorchLearner):
         if self.config.ema_decay > 0:
             self.module.foreach_module(lambda mid, m: m.unwrapped().make_average_networks())
         self._average_steps: dict = {}        # network -> updates folded into its average
+        # target_copy="interval_mean": (module_id, network) -> [weights' mean, updates in it]
+        # since the network's last target copy
+        self._interval_means: dict = {}
         self._theory = EmpoParams.from_config(self.config)
         self._plans: tuple[StepPlan, ...] = ()
         self._step_i = 0
@@ -344,6 +349,7 @@ class EmpoTorchLearner(TorchLearner):
                 for module_id in self.module.keys():
                     restored += self.repair_nonfinite(module_id, stepped)
                 self._update_averages(stepped)
+                self._update_interval_means(stepped)
             if restored:
                 self._why = f"the step made the weights of {restored} non-finite"
             self._count_skips(bool(restored))
@@ -367,6 +373,28 @@ class EmpoTorchLearner(TorchLearner):
                     avg = list(module.net(name, average=True).parameters())
                     torch._foreach_lerp_(avg, list(module.net(name).parameters()), 1.0 - d)
                     self._average_steps[name] = k + 1
+
+    def _update_interval_means(self, names) -> None:
+        """target_copy="interval_mean": fold the weights just stepped into the mean of the
+        weights since each network's last target copy (m_k = m_(k-1) + (w - m_(k-1)) / k).
+        The weights are finite here (``repair_nonfinite`` ran before), so the mean is too."""
+        if self.config.target_copy != "interval_mean":
+            return
+        with torch.no_grad():
+            for module_id in self.module.keys():
+                module = self.module[module_id].unwrapped()
+                for name in names:
+                    weights = [p.detach() for p in module.net(name).parameters()]
+                    entry = self._interval_means.get((module_id, name))
+                    if entry is None:
+                        entry = self._interval_means[(module_id, name)] = [
+                            [w.clone() for w in weights], 1]
+                    elif entry[1] == 0:
+                        torch._foreach_copy_(entry[0], weights)
+                        entry[1] = 1
+                    else:
+                        entry[1] += 1
+                        torch._foreach_lerp_(entry[0], weights, 1.0 / entry[1])
 
     def _check_gradients(self, grads: dict) -> None:
         for module_id in self.module.keys():
@@ -405,6 +433,14 @@ class EmpoTorchLearner(TorchLearner):
             state[CACHE_COMPONENT] = self._cache.get_state()
         if self._check_component(AVERAGE_COMPONENT, components, not_components):
             state[AVERAGE_COMPONENT] = dict(self._average_steps)
+        if self._interval_means and self._check_component(MEAN_COMPONENT, components,
+                                                          not_components):
+            state[MEAN_COMPONENT] = {
+                module_id: {name: {"updates": k, "weights": [w.detach().cpu().numpy().copy()
+                                                             for w in mean]}
+                            for (mid, name), (mean, k) in self._interval_means.items()
+                            if mid == module_id}
+                for module_id in {mid for mid, _ in self._interval_means}}
         return state
 
     @override(TorchLearner)
@@ -412,6 +448,15 @@ class EmpoTorchLearner(TorchLearner):
         super().set_state(state)
         if AVERAGE_COMPONENT in state:
             self._average_steps = dict(state[AVERAGE_COMPONENT])
+        if MEAN_COMPONENT in state or COMPONENT_RL_MODULE in state:
+            # new weights: a mean of the old ones is stale (none saved: it starts afresh)
+            self._interval_means = {}
+        for module_id, means in state.get(MEAN_COMPONENT, {}).items():
+            device = next(self.module[module_id].parameters()).device
+            for name, entry in means.items():
+                self._interval_means[(module_id, name)] = [
+                    [torch.as_tensor(w, device=device).clone() for w in entry["weights"]],
+                    int(entry["updates"])]
         if self._cache is not None:
             if CACHE_COMPONENT in state:
                 self._pending_cache_state = None
@@ -426,8 +471,16 @@ class EmpoTorchLearner(TorchLearner):
             self._cache.invalidate()
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
-            from_average = self.config.target_from_average and module.has_averages()
+            from_average = self.config.target_copy == "average" and module.has_averages()
             for name in names:
-                if name in module.network_names:
+                if name not in module.network_names:
+                    continue
+                mean = self._interval_means.get((module_id, name))
+                if mean is not None and mean[1] > 0:        # target_copy="interval_mean"
+                    with torch.no_grad():
+                        torch._foreach_copy_(list(module.net(name, target=True).parameters()),
+                                             mean[0])
+                    mean[1] = 0
+                else:       # "latest", "average", or no update since the last copy
                     update_target_network(main_net=module.net(name, average=from_average),
                                           target_net=module.net(name, target=True), tau=1.0)

@@ -90,8 +90,8 @@ def check_cross_fields(cfg) -> None:
     if cfg.learning_starts is not None and cfg.learning_starts > cfg.replay_capacity:
         raise ValueError(f"learning_starts ({cfg.learning_starts}) must be <= replay_capacity "
                          f"({cfg.replay_capacity})")
-    if cfg.target_from_average and cfg.ema_decay <= 0:
-        raise ValueError("target_from_average=True copies the running averages into the "
+    if cfg.target_copy == "average" and cfg.ema_decay <= 0:
+        raise ValueError("target_copy='average' copies the running averages into the "
                          "targets and needs ema_decay in (0, 1), got ema_decay="
                          f"{cfg.ema_decay}")
     rows = _rows_per_iteration(cfg)

@@ -27,7 +27,7 @@ SPEC_DEFAULTS = dict(
     q_r_advantage_weight=30.0, value_loss="log", exploring_starts=0.9, replay_capacity=100_000, updates_per_iteration=32, learning_starts=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
     checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise", torch_num_threads=None,
-    ema_decay=0.999, target_from_average=False, residual_rows=256, replay_sampling="states",
+    ema_decay=0.999, target_copy="interval_mean", residual_rows=256, replay_sampling="states",
     max_nonfinite_skips=100, max_env_runner_failures=3,
     hidden_sizes={"q_r": (512, 512), "v_h_e": (256, 256), "x_h": (256, 256), "u_r": (256, 256),
                   "v_r": (256, 256)},
@@ -46,7 +46,7 @@ OTHER_VALUES = dict(
     replay_capacity=64, updates_per_iteration=1, learning_starts=64, max_goals_per_human=1,
     sum_human_actions=False, epsilon=[(0, 1.0), (100, 0.0)], verbose=True, tensorboard_dir="/tmp/tb",
     checkpoint_replay_buffer=True, exact_eval_interval=5, exact_max_states=10, on_nonfinite="skip", torch_num_threads=2,
-    ema_decay=0.5, target_from_average=True, residual_rows=8, replay_sampling="transitions",
+    ema_decay=0.5, target_copy="average", residual_rows=8, replay_sampling="transitions",
     max_nonfinite_skips=1, max_env_runner_failures=7, hidden_sizes=[8],
 )
 
@@ -56,7 +56,7 @@ BAD_VALUES = [
     ("beta_r", -1.0), ("beta_r", float("inf")), ("beta_r", float("nan")), ("beta_r", "10"),
     ("lr_constant_fraction", -0.1), ("lr_constant_fraction", 1.5),
     ("use_sqrt_lr_decay", 1), ("constant_lr_then_1_over_t", "no"), ("x_h_use_network", None),
-    ("u_r_use_network", 0), ("v_r_use_network", "True"), ("use_model_based_targets", 1.0), ("target_from_average", 1),
+    ("u_r_use_network", 0), ("v_r_use_network", "True"), ("use_model_based_targets", 1.0), ("target_copy", True), ("target_copy", "mean"),
     *[(f"lr_{n}", v) for n in NETWORKS for v in (0.0, -1e-3)],
     *[(f"{n}_target_update_interval", v) for n in NETWORKS for v in (0, -5, 1.5)],
     ("num_training_steps", 0), ("gamma_h", 0.0), ("gamma_h", 1.01), ("gamma_r", -0.5), ("gamma_r", 2.0),
@@ -134,10 +134,11 @@ def test_cross_field_checks():
     with pytest.raises(ValueError, match="learning_starts.*replay_capacity"):
         cfg.validate()
     EmpoConfig().training(replay_capacity=256, learning_starts=256).validate()
-    cfg = EmpoConfig().training(ema_decay=0.0, target_from_average=True)
-    with pytest.raises(ValueError, match="target_from_average.*ema_decay in \\(0, 1\\)"):
+    cfg = EmpoConfig().training(ema_decay=0.0, target_copy="average")
+    with pytest.raises(ValueError, match="target_copy='average'.*ema_decay in \\(0, 1\\)"):
         cfg.validate()
-    EmpoConfig().training(ema_decay=0.5, target_from_average=True).validate()
+    EmpoConfig().training(ema_decay=0.5, target_copy="average").validate()
+    EmpoConfig().training(ema_decay=0.0, target_copy="interval_mean").validate()
 
 
 def test_accepts_edge_and_numpy_values():

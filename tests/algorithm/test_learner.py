@@ -77,7 +77,7 @@ def test_each_stage_trains_exactly_its_active_networks(ray_session, flags):
 def test_target_copies_happen_exactly_at_each_interval(ray_session):
     intervals = {"v_h_e": 2, "x_h": 5, "u_r": 4, "q_r": 3, "v_r": 1}
     algo = build(ray_session, updates_per_iteration=1, u_r_use_network=True,
-                 v_r_use_network=True, warmup_v_h_e_steps=0, warmup_x_h_steps=0,
+                 v_r_use_network=True, target_copy="latest", warmup_v_h_e_steps=0, warmup_x_h_steps=0,
                  warmup_u_r_steps=0, warmup_q_r_steps=0, warmup_v_r_steps=0,
                  beta_r_rampup_steps=0,
                  **{f"{n}_target_update_interval": i for n, i in intervals.items()})
@@ -112,29 +112,45 @@ def test_target_copies_happen_exactly_at_each_interval(ray_session):
         algo.stop()
 
 
-@pytest.mark.parametrize("from_average", [False, True])
-def test_target_copies_take_the_running_average_with_target_from_average(ray_session,
-                                                                         from_average):
-    """target_from_average=True: every target copy is the network's running average at
-    that update; False: its latest weights. Between copies the target stays put."""
+@pytest.mark.parametrize("target_copy", ["interval_mean", "latest", "average"])
+def test_target_copies_take_what_target_copy_names(ray_session, target_copy):
+    """At every copy the target is: "interval_mean", the mean of the network's weights after
+    each update since its last copy; "latest", its current weights; "average", its running
+    average. Between copies the target stays put."""
     algo = build(ray_session, updates_per_iteration=1, ema_decay=0.9,
-                 target_from_average=from_average, q_r_target_update_interval=3,
+                 target_copy=target_copy, q_r_target_update_interval=3,
                  v_h_e_target_update_interval=2, x_h_target_update_interval=2,
                  warmup_v_h_e_steps=0, warmup_x_h_steps=0, warmup_q_r_steps=0,
                  beta_r_rampup_steps=0)
     try:
         m = learner_module(algo)
         intervals = {"q_r": 3, "v_h_e": 2, "x_h": 2}
+        since_copy = {n: [] for n in intervals}     # weights after each update since a copy
+        copies = 0
         for _ in range(7):
+            before = {n: [t.clone() for t in m.net(n, target=True).parameters()]
+                      for n in intervals}
             u = algo.train()["Warmup"]["num_updates"]
             for n, interval in intervals.items():
                 target = list(m.net(n, target=True).parameters())
                 avg = list(m.net(n, average=True).parameters())
                 raw = list(m.net(n).parameters())
+                since_copy[n].append([t.detach().double().clone() for t in raw])
                 assert not all(torch.equal(a, b) for a, b in zip(avg, raw)), n
-                if u % interval == 0:
-                    source = avg if from_average else raw
+                if u % interval:
+                    assert all(torch.equal(t, b) for t, b in zip(target, before[n])), (n, u)
+                    continue
+                copies += 1
+                if target_copy == "interval_mean":
+                    mean = [sum(ws) / len(ws) for ws in zip(*since_copy[n])]
+                    assert all(torch.allclose(t.double(), x, rtol=1e-5, atol=1e-6)
+                               for t, x in zip(target, mean)), (n, u)
+                    assert not all(torch.equal(t, x) for t, x in zip(target, raw)), (n, u)
+                else:
+                    source = avg if target_copy == "average" else raw
                     assert all(torch.equal(t, x) for t, x in zip(target, source)), (n, u)
+                since_copy[n] = []
+        assert copies == 3 + 3 + 2
     finally:
         algo.stop()
 
