@@ -132,6 +132,7 @@ def key(res: dict) -> str:
 
 def main(argv=None) -> int:
     import torch
+    from rllib_empo.algorithm.fields import TARGET_COPIES
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--world", default="rock_gate")
@@ -142,8 +143,8 @@ def main(argv=None) -> int:
     ap.add_argument("--after", type=int, default=8_000,
                     help="the summary covers the iterations from this update on")
     ap.add_argument("--learner-ema", type=float, default=0.997)
-    ap.add_argument("--target-copy", choices=("interval_mean", "latest", "average"),
-                    default="interval_mean", help="the config's target_copy")
+    ap.add_argument("--target-copy", choices=TARGET_COPIES, default=TARGET_COPIES[0],
+                    help="the config's target_copy (default: its default)")
     ap.add_argument("--warmup", type=int, default=None,
                     help="a quick look: each warm-up stage this many updates (default: the spec's)")
     ap.add_argument("--out", type=Path, default=OUT)

@@ -20,6 +20,8 @@ from rllib_empo.exact.statespace import DEFAULT_MAX_STATES
 from rllib_empo.theory.params import PARAMS, Range
 from rllib_empo.theory.schedule import NETWORKS
 
+#: what a target copy takes (``target_copy``); the first is the default
+TARGET_COPIES = ("interval_mean", "latest", "average")
 DEFAULT_HIDDEN = (256, 256)
 #: The default hidden sizes per network: q_r is twice as wide as the others. pi_r depends on
 #: the differences of log(-Q_r) between actions to about 0.005 (beta_r = 10), a precision the
@@ -162,7 +164,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "Per-update decay of a running average of every network's weights; evaluation, the "
        "learned values and the EnvRunners' q_r use the averages (0 = the latest weights). "
        "Averaging removes the optimizer's jitter, which beta_r = 10 amplifies in pi_r."),
-    _F("target_copy", "interval_mean", _choice("interval_mean", "latest", "average"),
+    _F("target_copy", TARGET_COPIES[0], _choice(*TARGET_COPIES),
        "What a network's hard target copy takes: 'interval_mean' the mean of its weights over "
        "the updates since its last copy (the optimizer's jitter averaged out, about half an "
        "interval of lag), 'latest' its current weights, 'average' its running average "
