@@ -4,7 +4,9 @@ The Algorithm owns every schedule (docs/DESIGN.md) and the replay memory. Rows n
 slots; the Learner reads the memory through :meth:`EmpoTorchLearner.attach_replay` (a local
 Learner shares the driver's ``ReplayStore``) or :meth:`apply_replay_delta` (a remote one keeps
 a ``StoreReplica``), and keeps a ``TargetCache`` of the target networks' outputs per state,
-emptied at every target copy. One ``update()`` call runs one or more
+emptied at every target copy, and a ``WeightAverages`` (``rllib_empo.algorithm.averages``):
+the running averages of ``ema_decay`` and the mean since the last copy that a target copy
+takes (``target_copy``). One ``update()`` call runs one or more
 consecutive learner updates, one per minibatch (``num_total_minibatches``), and
 ``timesteps["empo"]`` is an :class:`EmpoUpdate`: the ``StepPlan`` of each of them
 (``rllib_empo.theory.schedule``: active networks, learning rates, beta_r, target copies) and
@@ -31,23 +33,20 @@ import torch
 
 from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.core.learner.torch.torch_learner import TorchLearner
-from ray.rllib.core.learner.utils import update_target_network
 from ray.rllib.core.rl_module.apis import TargetNetworkAPI
 from ray.rllib.utils.annotations import override
 
+from rllib_empo.algorithm.averages import WeightAverages
 from rllib_empo.algorithm.batch import TargetCache, expand
 from rllib_empo.algorithm.nonfinite import nonfinite_networks, restore_from_target
 from rllib_empo.algorithm.store import StoreReplica
-from rllib_empo.algorithm.targets import (LOG_SPACE_NETWORKS, compute_targets, loss_masks,
-                                          value_loss)
+from rllib_empo.algorithm.targets import compute_targets, loss_masks, residuals, value_loss
 from rllib_empo.theory.params import EmpoParams
 from rllib_empo.theory.schedule import StepPlan
 
 EMPO_KEY = "empo"
 OPTIMIZER = "adam"
 CACHE_COMPONENT = "empo_target_cache"
-AVERAGE_COMPONENT = "empo_average_steps"
-MEAN_COMPONENT = "empo_interval_means"
 
 
 @dataclass(frozen=True)
@@ -69,10 +68,8 @@ class EmpoTorchLearner(TorchLearner):
             lambda mid, m: m.make_target_networks() if isinstance(m, TargetNetworkAPI) else None)
         if self.config.ema_decay > 0:
             self.module.foreach_module(lambda mid, m: m.unwrapped().make_average_networks())
-        self._average_steps: dict = {}        # network -> updates folded into its average
-        # target_copy="interval_mean": (module_id, network) -> [weights' mean, updates in it]
-        # since the network's last target copy
-        self._interval_means: dict = {}
+        # the running averages' update counts and the means since the last target copy
+        self._averages = WeightAverages(self.config.ema_decay, self.config.target_copy)
         self._theory = EmpoParams.from_config(self.config)
         self._plans: tuple[StepPlan, ...] = ()
         self._step_i = 0
@@ -120,15 +117,8 @@ class EmpoTorchLearner(TorchLearner):
         return self._cache
 
     def residuals(self, tables, weights, beta_r: float) -> dict:
-        """How far each network is from its own fixed point on the rows ``tables``: the
-        model-based targets are exact expectations given the target networks, so
-        |prediction - target| measures it -- for the log-space networks q_r, u_r, v_r, x_h
-        as |log(prediction / target)| (about the relative error; magnitudes below the
-        floors that make them irrelevant, neg_q_r_floor and x_h_floor, count as the floor),
-        for v_h_e absolute -- as ``{net: mean, net_max: max}``; and
-        ``policy_change``, the mean TV between pi_r of the current and of the target q_r
-        (the q_r of the last target copy) at the nominal beta_r. Targets use ``beta_r``, the
-        current step's."""
+        """``targets.residuals`` (each network's distance from its own fixed point) on the
+        rows ``tables``, with targets at ``beta_r``, the current step's."""
         module = next(iter(self.module.values())).unwrapped()
         # copies: on a remote Learner the arrays arrive read-only from Ray's object store
         tables, weights = torch.tensor(tables), torch.tensor(weights)
@@ -139,37 +129,10 @@ class EmpoTorchLearner(TorchLearner):
         cache = self._residual_cache
         if cache.version != self._cache.version:
             cache.version = self._cache.version
-        out = {}
         with torch.no_grad():
             b = expand(self._view, tables, weights, module.num_actions, module.num_robot_actions,
                        device=self._device)
-            targets = compute_targets(cache, b, module.network_names, beta_r, self._theory)
-            pred = {"q_r": module.q_r_values(b.obs),
-                    "v_h_e": module.v_h_e_values(b.obs[:, None, None, :],
-                                                 module.goal_inputs(b.goal_enc))}
-            for name in ("x_h", "u_r", "v_r"):
-                if name in module.network_names:
-                    pred[name] = getattr(module, f"{name}_values")(b.obs)
-            masks = loss_masks(b)
-            th = self._theory
-            # below these magnitudes a value no longer matters (the power law's floor for
-            # q_r and v_r, X_h's floor; |U_r| >= 1), so relative errors are taken against them
-            scale = {"q_r": th.neg_q_r_floor, "v_r": th.neg_q_r_floor, "x_h": th.x_h_floor,
-                     "u_r": 1.0}
-            for name, p in pred.items():
-                if name in LOG_SPACE_NETWORKS:     # |log(pred / target)|, ~ the relative error
-                    err = (p.abs().clamp_min(scale[name]).log()
-                           - targets[name].abs().clamp_min(scale[name]).log()).abs()
-                else:
-                    err = (p - targets[name]).abs()
-                keep = masks[name] > 0 if name in masks else torch.ones_like(err, dtype=torch.bool)
-                err = err[keep]
-                out[name] = float(err.mean()) if err.numel() else 0.0
-                out[f"{name}_max"] = float(err.max()) if err.numel() else 0.0
-            pi_now = self._theory.policy(pred["q_r"])
-            pi_then = self._theory.policy(module.q_r_values(b.obs, target=True))
-            out["policy_change"] = float(0.5 * (pi_now - pi_then).abs().sum(-1).mean())
-        return out
+            return residuals(cache, b, beta_r, self._theory)
 
     @override(TorchLearner)
     def configure_optimizers_for_module(self, module_id, config=None) -> None:
@@ -275,15 +238,7 @@ class EmpoTorchLearner(TorchLearner):
             restore_from_target(module, name, self.get_optimizer(module_id, OPTIMIZER))
             self.metrics.log_value((module_id, "num_nonfinite_restores"), 1,
                                    reduce="lifetime_sum")
-        averages = []            # running averages that took in non-finite weights: restart
-        if module.has_averages():
-            for name in names:
-                avg = list(module.net(name, average=True).parameters())
-                with torch.no_grad():
-                    if not bool(torch.isfinite(torch.stack(torch._foreach_norm(avg))).all()):
-                        torch._foreach_copy_(avg, list(module.net(name).parameters()))
-                        self._average_steps[name] = 0
-                        averages.append(name)
+        averages = self._averages.restart_nonfinite(module, names)
         if (bad or averages) and self.config.on_nonfinite == "raise":
             what = " and ".join(
                 ([f"the weights of {bad} became non-finite (restored from their target "
@@ -348,53 +303,13 @@ class EmpoTorchLearner(TorchLearner):
                 super().apply_gradients(grads)
                 for module_id in self.module.keys():
                     restored += self.repair_nonfinite(module_id, stepped)
-                self._update_averages(stepped)
-                self._update_interval_means(stepped)
+                    self._averages.fold(module_id, self.module[module_id].unwrapped(), stepped)
             if restored:
                 self._why = f"the step made the weights of {restored} non-finite"
             self._count_skips(bool(restored))
             self._sync_targets(self._plans[self._step_i].sync)
         finally:
             self._begin_step(self._step_i + 1)
-
-    def _update_averages(self, names) -> None:
-        """avg <- d avg + (1 - d) weights for the networks just trained, with d = ema_decay
-        after a start-up (d_k = min(ema_decay, (1 + k) / (10 + k)) at the network's k-th
-        update, so that an average is not stuck at the initial weights)."""
-        decay = self.config.ema_decay
-        if decay <= 0:
-            return
-        with torch.no_grad():     # else each lerp joins the autograd graph: memory grows
-            for module_id in self.module.keys():
-                module = self.module[module_id].unwrapped()
-                for name in names:
-                    k = self._average_steps.get(name, 0)
-                    d = min(decay, (1.0 + k) / (10.0 + k))
-                    avg = list(module.net(name, average=True).parameters())
-                    torch._foreach_lerp_(avg, list(module.net(name).parameters()), 1.0 - d)
-                    self._average_steps[name] = k + 1
-
-    def _update_interval_means(self, names) -> None:
-        """target_copy="interval_mean": fold the weights just stepped into the mean of the
-        weights since each network's last target copy (m_k = m_(k-1) + (w - m_(k-1)) / k).
-        The weights are finite here (``repair_nonfinite`` ran before), so the mean is too."""
-        if self.config.target_copy != "interval_mean":
-            return
-        with torch.no_grad():
-            for module_id in self.module.keys():
-                module = self.module[module_id].unwrapped()
-                for name in names:
-                    weights = [p.detach() for p in module.net(name).parameters()]
-                    entry = self._interval_means.get((module_id, name))
-                    if entry is None:
-                        entry = self._interval_means[(module_id, name)] = [
-                            [w.clone() for w in weights], 1]
-                    elif entry[1] == 0:
-                        torch._foreach_copy_(entry[0], weights)
-                        entry[1] = 1
-                    else:
-                        entry[1] += 1
-                        torch._foreach_lerp_(entry[0], weights, 1.0 / entry[1])
 
     def _check_gradients(self, grads: dict) -> None:
         for module_id in self.module.keys():
@@ -431,32 +346,16 @@ class EmpoTorchLearner(TorchLearner):
         if self._cache is not None and self._check_component(CACHE_COMPONENT, components,
                                                              not_components):
             state[CACHE_COMPONENT] = self._cache.get_state()
-        if self._check_component(AVERAGE_COMPONENT, components, not_components):
-            state[AVERAGE_COMPONENT] = dict(self._average_steps)
-        if self._interval_means and self._check_component(MEAN_COMPONENT, components,
-                                                          not_components):
-            state[MEAN_COMPONENT] = {
-                module_id: {name: {"updates": k, "weights": [w.detach().cpu().numpy().copy()
-                                                             for w in mean]}
-                            for (mid, name), (mean, k) in self._interval_means.items()
-                            if mid == module_id}
-                for module_id in {mid for mid, _ in self._interval_means}}
+        state.update(self._averages.get_state(
+            lambda c: self._check_component(c, components, not_components)))
         return state
 
     @override(TorchLearner)
     def set_state(self, state) -> None:
         super().set_state(state)
-        if AVERAGE_COMPONENT in state:
-            self._average_steps = dict(state[AVERAGE_COMPONENT])
-        if MEAN_COMPONENT in state or COMPONENT_RL_MODULE in state:
-            # new weights: a mean of the old ones is stale (none saved: it starts afresh)
-            self._interval_means = {}
-        for module_id, means in state.get(MEAN_COMPONENT, {}).items():
-            device = next(self.module[module_id].parameters()).device
-            for name, entry in means.items():
-                self._interval_means[(module_id, name)] = [
-                    [torch.as_tensor(w, device=device).clone() for w in entry["weights"]],
-                    int(entry["updates"])]
+        self._averages.set_state(
+            state, new_weights=COMPONENT_RL_MODULE in state,
+            device_of=lambda module_id: next(self.module[module_id].parameters()).device)
         if self._cache is not None:
             if CACHE_COMPONENT in state:
                 self._pending_cache_state = None
@@ -471,16 +370,6 @@ class EmpoTorchLearner(TorchLearner):
             self._cache.invalidate()
         for module_id in self.module.keys():
             module = self.module[module_id].unwrapped()
-            from_average = self.config.target_copy == "average" and module.has_averages()
             for name in names:
-                if name not in module.network_names:
-                    continue
-                mean = self._interval_means.get((module_id, name))
-                if mean is not None and mean[1] > 0:        # target_copy="interval_mean"
-                    with torch.no_grad():
-                        torch._foreach_copy_(list(module.net(name, target=True).parameters()),
-                                             mean[0])
-                    mean[1] = 0
-                else:       # "latest", "average", or no update since the last copy
-                    update_target_network(main_net=module.net(name, average=from_average),
-                                          target_net=module.net(name, target=True), tau=1.0)
+                if name in module.network_names:
+                    self._averages.copy_to_target(module_id, module, name)

@@ -100,6 +100,42 @@ LOG_SPACE_NETWORKS = ("q_r", "u_r", "v_r", "x_h")
 LOG_TARGET_FLOOR = 1e-6
 
 
+def residuals(cache: TargetCache, b: Batch, beta_r: float, th: EmpoParams) -> dict:
+    """How far each network of ``cache.module`` is from its own fixed point on the batch
+    ``b``: the model-based targets are exact expectations given the target networks, so
+    |prediction - target| measures it. For the log-space networks (q_r, u_r, v_r, x_h) it is
+    |log(prediction / target)|, about the relative error, with magnitudes below the floors
+    that make them irrelevant (neg_q_r_floor, x_h_floor; |U_r| >= 1) counted as the floor;
+    for v_h_e it is absolute. Returns ``{net: mean, net_max: max}`` over the entries the
+    losses use, and ``policy_change``: the mean TV between pi_r of the current and of the
+    target q_r (the q_r of the last target copy) at the nominal beta_r. Targets use
+    ``beta_r``."""
+    module = cache.module
+    targets = compute_targets(cache, b, module.network_names, beta_r, th)
+    pred = {"q_r": module.q_r_values(b.obs),
+            "v_h_e": module.v_h_e_values(b.obs[:, None, None, :], module.goal_inputs(b.goal_enc))}
+    for name in ("x_h", "u_r", "v_r"):
+        if name in module.network_names:
+            pred[name] = getattr(module, f"{name}_values")(b.obs)
+    masks = loss_masks(b)
+    scale = {"q_r": th.neg_q_r_floor, "v_r": th.neg_q_r_floor, "x_h": th.x_h_floor, "u_r": 1.0}
+    out = {}
+    for name, p in pred.items():
+        if name in LOG_SPACE_NETWORKS:
+            err = (p.abs().clamp_min(scale[name]).log()
+                   - targets[name].abs().clamp_min(scale[name]).log()).abs()
+        else:
+            err = (p - targets[name]).abs()
+        keep = masks[name] > 0 if name in masks else torch.ones_like(err, dtype=torch.bool)
+        err = err[keep]
+        out[name] = float(err.mean()) if err.numel() else 0.0
+        out[f"{name}_max"] = float(err.max()) if err.numel() else 0.0
+    pi_now = th.policy(pred["q_r"])
+    pi_then = th.policy(module.q_r_values(b.obs, target=True))
+    out["policy_change"] = float(0.5 * (pi_now - pi_then).abs().sum(-1).mean())
+    return out
+
+
 def value_loss(name: str, pred: torch.Tensor, target: torch.Tensor, mask, space: str,
                advantage_weight: float = 0.0, neg_q_r_floor: float = eq.DEFAULT_NEG_Q_R_FLOOR):
     """MSE of ``name``'s prediction; in ``space == "log"`` the MSE of log|value| for the

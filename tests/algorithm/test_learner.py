@@ -354,7 +354,7 @@ def test_averaged_networks_are_what_evaluation_and_the_env_runners_use(ray_sessi
         for name in m.network_names:       # plain tensors: no autograd history that grows
             for p in m.net(name, average=True).parameters():
                 assert p.grad_fn is None and not p.requires_grad, name
-        steps = learner(algo)._average_steps
+        steps = learner(algo)._averages.steps
         # q_r joined at the start of stage 3 (E2 updates after v_h_e)
         assert steps["q_r"] > 10 and steps["q_r"] == steps["v_h_e"] - algo.schedule.ends[2]
         runner = algo.env_runner_group.local_env_runner.module
