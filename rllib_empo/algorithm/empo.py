@@ -212,7 +212,8 @@ class EmpoConfig(AlgorithmConfig):
         return {"use_model_based_targets": self.use_model_based_targets,
                 "sum_human_actions": self.sum_human_actions,
                 "max_goals_per_human": self.max_goals_per_human,
-                "gamma_h": self.gamma_h, "exploring_starts": self.exploring_starts}
+                "gamma_h": self.gamma_h, "exploring_starts": self.exploring_starts,
+                "exploring_starts_frontier": self.exploring_starts_frontier}
 
     def torch_threads(self, role: str) -> int:
         """Torch threads for a process of ``role`` ("main", "env_runner", "learner"):

@@ -93,6 +93,7 @@ class EnvSettings:
     max_goals_per_human: int = 16
     gamma_h: float = 0.99                   # default discount of the Boltzmann prior
     exploring_starts: float = 0.0           # share of episodes starting at a seen state
+    exploring_starts_frontier: bool = True  # ... at a frontier state while there is one
 
     @property
     def mode(self) -> str:
@@ -228,12 +229,12 @@ class EmpoEnv(gym.Env):
         super().reset(seed=seed)
         self._builder.rng = self.np_random
         self.state = self.world.initial_state()
-        seen = self._builder.seen_states
-        if seen and self.settings.exploring_starts > 0 \
+        if self._builder.seen_states and self.settings.exploring_starts > 0 \
                 and self.np_random.random() < self.settings.exploring_starts:
             # Model-based targets are expectations under the target policy whatever the
             # visitation, so starting anywhere only changes which states get trained.
-            self.state = seen[int(self.np_random.integers(len(seen)))]
+            self.state = self._builder.exploring_start(self.np_random,
+                                                       self.settings.exploring_starts_frontier)
         self.goals = [self._draw_goal(h) for h in self.humans]
         return self._builder.encode(self.state), {}
 
@@ -246,6 +247,7 @@ class EmpoEnv(gym.Env):
                               for h, g in zip(self.humans, self.goals))
         b, mode = self._builder, self.settings.mode
         b.state_entry(s)        # checks s's goals and encodings now, at the step that meets them
+        b.visit(s)
         if mode == "sum":
             table = b.table_sum(s)
             j = a_r * self.A ** len(self.humans) + int(

@@ -60,6 +60,8 @@ def capture_env(env) -> dict:
         "rng": (copy.deepcopy(env._np_random.bit_generator.state)
                 if getattr(env, "_np_random", None) is not None else None),
         "seen_states": list(getattr(builder, "seen_states", ()) or ()),
+        "frontier": list(getattr(builder, "frontier", ()) or ()),
+        "visited": list(getattr(builder, "_visited", ()) or ()),
     }
 
 
@@ -76,6 +78,8 @@ def restore_env(env, snap: dict) -> None:
     if builder is not None and hasattr(builder, "seen_states"):
         builder.seen_states = list(snap["seen_states"])
         builder._seen = set(builder.seen_states)
+        builder.frontier = list(snap.get("frontier", ()))
+        builder._visited = set(snap.get("visited", ()))
 
 
 def capture(er) -> Optional[dict]:

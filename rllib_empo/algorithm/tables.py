@@ -106,9 +106,12 @@ class TableBuilder:
         self._prior: dict = {}           # (state, human, goal) -> checked prior
         self._obs: dict = {}             # state -> encoding (what the module sees)
         self._pending: dict = {}         # table key -> _Table referenced since take_sample
-        # Non-terminal states met as successors, for exploring starts (bounded like the caches).
+        # Non-terminal states met as successors, for exploring starts (bounded like the caches),
+        # and the frontier: those among them not yet stepped from (``visit``).
         self.seen_states: list = []
         self._seen: set = set()
+        self.frontier: list = []
+        self._visited: set = set()
 
     def _remember(self, cache: dict, key, value):
         if len(cache) < self.cache_size:
@@ -222,6 +225,29 @@ class TableBuilder:
                     and not self.world.is_terminal(s):
                 self._seen.add(s)
                 self.seen_states.append(s)
+                if s not in self._visited:
+                    self.frontier.append(s)
+
+    def visit(self, state) -> None:
+        """Note that an episode stepped from ``state``: it leaves the frontier."""
+        if len(self._visited) < self.cache_size:
+            self._visited.add(state)
+
+    def exploring_start(self, rng: np.random.Generator, frontier: bool = True):
+        """A start state for an exploring start (None before any state was met): a random
+        frontier state (met as a successor, never stepped from) while there is one, when
+        ``frontier``; else a random state of ``seen_states``. A frontier state is taken off
+        the frontier when drawn; states visited since they joined it are dropped as met."""
+        while frontier and self.frontier:
+            i = int(rng.integers(len(self.frontier)))
+            s = self.frontier[i]
+            self.frontier[i] = self.frontier[-1]
+            self.frontier.pop()
+            if s not in self._visited:
+                return s
+        if not self.seen_states:
+            return None
+        return self.seen_states[int(rng.integers(len(self.seen_states)))]
 
     def _achieved(self, goals_per_human, succ) -> np.ndarray:
         ach = np.zeros((self.spec.num_humans, max(len(g) for g in goals_per_human), len(succ)),

@@ -214,6 +214,41 @@ def test_exploring_starts_start_away_from_the_initial_state():
         assert plain.get_state() == s0
 
 
+def _exploring_run(frontier: bool, episodes: int = 60):
+    """States stepped from in ``episodes`` short episodes of random robot actions."""
+    env = EmpoEnv({"world": "rock_gate", "empo": {"exploring_starts": 1.0,
+                                                  "exploring_starts_frontier": frontier}})
+    env.reset(seed=3)
+    stepped, starts = set(), []
+    for _ in range(episodes):
+        env.reset()
+        starts.append((env.get_state(), env.get_state() in stepped))
+        for _ in range(2):
+            stepped.add(env.get_state())
+            _, _, term, trunc, _ = env.step(int(env.np_random.integers(5)))
+            if term or trunc:
+                break
+    return env, stepped, starts
+
+
+def test_exploring_starts_take_the_frontier_first():
+    """With exploring_starts_frontier every exploring start is a state never stepped from
+    before (while the frontier lasts), so the same episodes step from more distinct states
+    than starts drawn from every state met."""
+    env, stepped, starts = _exploring_run(True)
+    builder = env._builder
+    assert builder.frontier, "rock_gate's frontier should outlast 60 short episodes"
+    assert not any(again for _, again in starts), "a frontier start was stepped from before"
+    assert set(builder.frontier) <= set(builder.seen_states)
+    _, stepped_any, starts_any = _exploring_run(False)
+    assert any(again for _, again in starts_any)      # drawn from every state met
+    assert len(stepped) > len(stepped_any)
+    # an empty frontier falls back to any state met
+    builder.frontier.clear()
+    env.reset()
+    assert env.get_state() in set(builder.seen_states)
+
+
 def test_step_before_reset_raises():
     with pytest.raises(RuntimeError, match="reset"):
         EmpoEnv({"world": "rock_gate"}).step(0)
