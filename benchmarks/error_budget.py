@@ -14,6 +14,10 @@ exact pi_r* in two:
 - ``total``: TV(learned pi_r, pi_r*), what ``compare_to_exact`` reports (at most the sum of
   the first two, state by state).
 
+``v_r_s0_rel_error`` splits V_r(s0)'s relative error the same way: ``x_h`` and ``v_h_e``
+compare the fixed point's V_r(s0) with V_r*(s0), ``q_r`` the learned V_r(s0) with the fixed
+point's (relative to it), ``total`` the learned with V_r*(s0).
+
 Each is a mean over the reachable non-terminal states, over the decision states (where pi_r*
 is not uniform) and at s0.
 
@@ -92,10 +96,12 @@ def error_budget(algo, solution=None) -> dict:
     s0 = int(np.flatnonzero(idx == 0)[0])
     states = [graph.states[i] for i in idx]
     pi_exact = solution.PI[idx]
-    pi_learned = algo.values(states, need=("pi_r",))["pi_r"]
+    learned = algo.values(states, need=("pi_r", "v_r"))
+    pi_learned = learned["pi_r"]
     x = learned_x_h(algo, graph)
-    fixed = {k: solve(algo.world, prior, cfg.params, graph=graph, max_states=None, x_h=v).PI[idx]
-             for k, v in x.items()}
+    fixed_solutions = {k: solve(algo.world, prior, cfg.params, graph=graph, max_states=None,
+                                x_h=v) for k, v in x.items()}
+    fixed = {k: sol.PI[idx] for k, sol in fixed_solutions.items()}
     tvs = {"total": _tv(pi_learned, pi_exact), "x_h": _tv(fixed["net"], pi_exact),
            "v_h_e": _tv(fixed["v_h_e"], pi_exact), "q_r": _tv(pi_learned, fixed["net"])}
     decision = pi_exact.max(-1) - pi_exact.min(-1) > DECISION_TOLERANCE
@@ -111,6 +117,14 @@ def error_budget(algo, solution=None) -> dict:
                                                           ("untrained", ~trained))}}
     out["x_h_abs_error"] = {k: float(np.abs(v[idx] - solution.X_H[idx]).mean())
                             for k, v in x.items()}
+    # the same split of V_r(s0)'s relative error (compare_to_exact's v_r_s0_rel_error)
+    rel = lambda a, b: float(abs(a - b) / abs(b))                          # noqa: E731
+    v0, v0_learned = solution.V_R[0], float(learned["v_r"][s0])
+    out["v_r_s0_rel_error"] = {
+        "total": rel(v0_learned, v0),
+        "x_h": rel(fixed_solutions["net"].V_R[0], v0),
+        "v_h_e": rel(fixed_solutions["v_h_e"].V_R[0], v0),
+        "q_r": rel(v0_learned, fixed_solutions["net"].V_R[0])}
     out["num_states"], out["num_decision_states"] = int(len(idx)), int(decision.sum())
     return out
 
@@ -119,6 +133,7 @@ def _line(tag: str, b: dict) -> str:
     return (f"{tag}: " + "  ".join(f"{k} mean {b[k]['mean']:.4f} dec {b[k]['decision']:.4f} "
                                    f"s0 {b[k]['s0']:.4f}" for k in PARTS)
             + f"  |dX_h| net {b['x_h_abs_error']['net']:.4f} v_h_e {b['x_h_abs_error']['v_h_e']:.4f}"
+            + "  V_r(s0) rel " + " ".join(f"{k} {v:.4f}" for k, v in b["v_r_s0_rel_error"].items())
             + ("" if "coverage" not in b else "  coverage " + " ".join(
                 f"{k} {v:.4f}" for k, v in b["coverage"].items())))
 
