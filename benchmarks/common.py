@@ -127,7 +127,9 @@ RLLIB_OVERRIDES = ("train_batch_size_per_learner", "grad_clip", "grad_clip_by",
 #: ... and their values in the records that predate recording them.
 BEFORE_RECORDED = {"train_batch_size_per_learner": 256, "grad_clip": 10.0,
                    "grad_clip_by": "global_norm", "rollout_fragment_length": 50,
-                   "num_envs_per_env_runner": 1}
+                   "num_envs_per_env_runner": 1,
+                   # EMPO fields added later: the behaviour before they existed
+                   "exploring_starts_frontier": False}
 
 
 def field_values(config) -> dict:

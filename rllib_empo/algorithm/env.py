@@ -93,7 +93,7 @@ class EnvSettings:
     max_goals_per_human: int = 16
     gamma_h: float = 0.99                   # default discount of the Boltzmann prior
     exploring_starts: float = 0.0           # share of episodes starting at a seen state
-    exploring_starts_frontier: bool = True  # ... at a frontier state while there is one
+    exploring_starts_frontier: bool = False  # ... at a frontier state while there is one
 
     @property
     def mode(self) -> str:

@@ -180,7 +180,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "Sum human actions out under the prior (False: use the sampled human action)."),
     _F("exploring_starts", 0.9, _float(0.0, 1.0),
        "Share of episodes that start from a random state seen earlier as a successor (coverage of rarely reached states)."),
-    _F("exploring_starts_frontier", True, BOOL,
+    _F("exploring_starts_frontier", False, BOOL,
        "Exploring starts draw from the frontier first: states met as successors but never stepped from (False: any state met)."),
     _F("epsilon", 0.05, EPSILON,
        "Robot epsilon-exploration; a schedule is piecewise-linear in learner updates."),
