@@ -221,6 +221,7 @@ class EmpoEnv(gym.Env):
         self.render_mode = render_mode
         self._builder = TableBuilder(self.world, self.prior, self.table_spec,
                                      np.random.default_rng())
+        self._builder.track_frontier = self.settings.exploring_starts_frontier
         self.state, self.goals = None, None
 
     # ---- gymnasium API ------------------------------------------------------------------

@@ -107,9 +107,11 @@ class TableBuilder:
         self._obs: dict = {}             # state -> encoding (what the module sees)
         self._pending: dict = {}         # table key -> _Table referenced since take_sample
         # Non-terminal states met as successors, for exploring starts (bounded like the caches),
-        # and the frontier: those among them not yet stepped from (``visit``).
+        # and, when ``track_frontier`` (the env's exploring_starts_frontier), the frontier:
+        # those among them not yet stepped from (``visit``).
         self.seen_states: list = []
         self._seen: set = set()
+        self.track_frontier = False
         self.frontier: list = []
         self._visited: set = set()
 
@@ -225,12 +227,12 @@ class TableBuilder:
                     and not self.world.is_terminal(s):
                 self._seen.add(s)
                 self.seen_states.append(s)
-                if s not in self._visited:
+                if self.track_frontier and s not in self._visited:
                     self.frontier.append(s)
 
     def visit(self, state) -> None:
         """Note that an episode stepped from ``state``: it leaves the frontier."""
-        if len(self._visited) < self.cache_size:
+        if self.track_frontier and len(self._visited) < self.cache_size:
             self._visited.add(state)
 
     def exploring_start(self, rng: np.random.Generator, frontier: bool = True):

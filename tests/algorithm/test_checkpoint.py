@@ -56,8 +56,10 @@ def config(**kw):
     return small_config(**defaults)
 
 
-def test_resume_mid_ramp_is_bit_identical(ray_session, tmp_path):
-    algo = config().build_algo()
+@pytest.mark.parametrize("frontier", [False, True])
+def test_resume_mid_ramp_is_bit_identical(ray_session, tmp_path, frontier):
+    # with exploring_starts_frontier the envs' frontiers travel in the checkpoint too
+    algo = config(exploring_starts=0.5, exploring_starts_frontier=frontier).build_algo()
     for _ in range(4):
         algo.train()
     t = algo._empo["num_updates"]

@@ -243,6 +243,9 @@ def test_exploring_starts_take_the_frontier_first():
     _, stepped_any, starts_any = _exploring_run(False)
     assert any(again for _, again in starts_any)      # drawn from every state met
     assert len(stepped) > len(stepped_any)
+    # without the frontier (the default) none is kept: no memory spent on it
+    off, _, _ = _exploring_run(False, episodes=5)
+    assert not off._builder.frontier and not off._builder._visited
     # an empty frontier falls back to any state met
     builder.frontier.clear()
     env.reset()
