@@ -136,7 +136,7 @@ def test_error_budget_splits_the_policy_error(ray_session, tmp_path):
         assert p["total"]["mean"] <= p["x_h"]["mean"] + p["q_r"]["mean"] + 1e-9
         assert p["total"]["s0"] <= p["x_h"]["s0"] + p["q_r"]["s0"] + 1e-9
         assert p["num_states"] > 0 and p["x_h_abs_error"]["net"] >= 0
-        v = p["v_r_s0_rel_error"]     # relative errors: the triangle inequality, to first order
+        v = p["v_r_s0_rel_error"]     # relative errors: the triangle inequality, exactly
         assert set(v) == set(error_budget.PARTS) and all(e >= 0 for e in v.values())
         assert v["total"] <= (1 + v["x_h"]) * (1 + v["q_r"]) - 1 + 1e-9
         cov = p["coverage"]           # the states of the replay memory's rows, and the rest

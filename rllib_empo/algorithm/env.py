@@ -234,8 +234,7 @@ class EmpoEnv(gym.Env):
                 and self.np_random.random() < self.settings.exploring_starts:
             # Model-based targets are expectations under the target policy whatever the
             # visitation, so starting anywhere only changes which states get trained.
-            self.state = self._builder.exploring_start(self.np_random,
-                                                       self.settings.exploring_starts_frontier)
+            self.state = self._builder.exploring_start(self.np_random)
         self.goals = [self._draw_goal(h) for h in self.humans]
         return self._builder.encode(self.state), {}
 

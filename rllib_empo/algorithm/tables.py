@@ -235,12 +235,12 @@ class TableBuilder:
         if self.track_frontier and len(self._visited) < self.cache_size:
             self._visited.add(state)
 
-    def exploring_start(self, rng: np.random.Generator, frontier: bool = True):
+    def exploring_start(self, rng: np.random.Generator):
         """A start state for an exploring start (None before any state was met): a random
         frontier state (met as a successor, never stepped from) while there is one, when
-        ``frontier``; else a random state of ``seen_states``. A frontier state is taken off
-        the frontier when drawn; states visited since they joined it are dropped as met."""
-        while frontier and self.frontier:
+        ``track_frontier``; else a random state of ``seen_states``. A frontier state is taken
+        off the frontier when drawn; states visited since they joined it are dropped as met."""
+        while self.track_frontier and self.frontier:
             i = int(rng.integers(len(self.frontier)))
             s = self.frontier[i]
             self.frontier[i] = self.frontier[-1]
