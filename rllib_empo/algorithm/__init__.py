@@ -1,6 +1,6 @@
 """The RLlib algorithm, laid out like RLlib's own ``algorithms/dqn/``.
 
-- ``empo``: ``EmpoConfig`` and ``Empo`` (config and Algorithm in one module);
+- ``config``: ``EmpoConfig``; ``empo``: ``Empo``, the Algorithm (and ``EmpoConfig`` re-exported);
 - ``fields``: every EMPO config field declared once; ``validation``: cross-field and
   environment checks;
 - ``env``: ``EmpoEnv`` (a gymnasium env over any World), priors, env ids; ``tables``: the
