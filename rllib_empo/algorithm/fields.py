@@ -169,10 +169,10 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "the updates since its last copy (the optimizer's jitter averaged out, about half an "
        "interval of lag), 'latest' its current weights, 'average' its running average "
        "(needs ema_decay > 0; lags about 1 / (1 - ema_decay) updates)."),
-    _F("replay_sampling", "states", _choice("transitions", "states"),
+    _F("replay_sampling", "states", _choice("transitions", "states", "mixed"),
        "How minibatches draw replay rows: 'transitions' uniformly (states as often as visited); "
        "'states' every stored state equally often (the targets are exact expectations, so "
-       "visitation need not weight the fit)."),
+       "visitation need not weight the fit); 'mixed' half of every minibatch each way."),
     _F("learning_starts", None, _optional(_POS, "= train_batch_size_per_learner"),
        "Buffer size before learning starts or resumes after a clear (<= replay_capacity)."),
     _F("max_goals_per_human", 16, _POS, "Goals per human stored per transition for X_h targets (more are sampled)."),

@@ -138,11 +138,19 @@ class ReplayStore:
         """``batch_size`` rows drawn with replacement: uniformly (``"transitions"``: states as
         often as they were visited), or ``"states"``: every stored state equally often, and
         among a state's rows each as often as it was recorded (so the sampled human actions
-        of "sampled_humans" rows keep their frequencies)."""
+        of "sampled_humans" rows keep their frequencies); or ``"mixed"``: the even positions
+        by states and the odd ones by transitions, so that every even-sized slice of the
+        result (a minibatch) holds exactly half of each."""
         if by == "transitions":
             return self.rows.sample(batch_size, rng)
+        if by == "mixed":
+            out = self.sample(batch_size, rng, by="states")
+            odd = self.rows.sample(batch_size // 2, rng)
+            for k, v in out.items():
+                v[1::2] = odd[k]
+            return out
         if by != "states":
-            raise ValueError(f"by must be 'transitions' or 'states', got {by!r}")
+            raise ValueError(f"by must be 'transitions', 'states' or 'mixed', got {by!r}")
         n = len(self.rows)
         if n == 0:
             raise ValueError("cannot sample from an empty replay memory")

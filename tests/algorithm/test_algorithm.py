@@ -319,6 +319,30 @@ def test_residual_rows_field(ray_session):
         algo.stop()
 
 
+@pytest.mark.parametrize("by", ["transitions", "states", "mixed"])
+def test_replay_sampling_field_picks_how_minibatches_draw_rows(ray_session, monkeypatch, by):
+    """Every learner chunk samples the replay memory the way replay_sampling says."""
+    from rllib_empo.algorithm.store import ReplayStore
+    seen, sample, depth = [], ReplayStore.sample, [0]
+
+    def spy(self, batch_size, rng, by="transitions"):
+        if not depth[0]:                           # not 'mixed' drawing its 'states' half
+            seen.append(by)
+        depth[0] += 1
+        try:
+            return sample(self, batch_size, rng, by=by)
+        finally:
+            depth[0] -= 1
+    monkeypatch.setattr(ReplayStore, "sample", spy)
+    algo = small_config(replay_sampling=by, residual_rows=0).build_algo()
+    try:
+        algo.train()
+        algo.train()
+        assert algo.num_updates > 0 and seen and set(seen) == {by}
+    finally:
+        algo.stop()
+
+
 def test_evaluating_does_not_change_the_training_that_follows(ray_session):
     """Two runs with the same seed, one of which asks for the learned values (and so builds
     the driver's copy of the networks) and compares with the exact solution along the way,

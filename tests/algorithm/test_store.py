@@ -156,7 +156,8 @@ def test_rows_are_small_and_the_memory_reports_its_bytes():
 
 def test_sampling_by_states_draws_every_state_equally_often():
     """'states': every stored state equally often whatever its visit count; among a state's
-    rows each by its frequency. 'transitions': states as often as their rows."""
+    rows each by its frequency. 'transitions': states as often as their rows. 'mixed': half
+    of each."""
     sample = random_sample("sampled_humans", seed=0)
     tables, states = sample["tables"], sample["states"]
     # table 0 recorded 9 more times: its state is visited 10x as often as the others
@@ -171,5 +172,11 @@ def test_sampling_by_states_draws_every_state_equally_often():
     assert held.max() / held.min() < 1.1                       # uniform over states
     first = state_of[store.tables.translate(np.array([tables["key"][0]]))[0]]
     assert by_row[first] / by_row.sum() == pytest.approx(10 / len(rows), rel=0.1)
+    # 'mixed': even positions by states, odd ones by transitions, every even slice half each
+    mixed = state_of[store.sample(60_000, rng, by="mixed")["table"]]
+    even, odd = np.bincount(mixed[0::2], minlength=len(by_state)), np.bincount(mixed[1::2])
+    assert even[first] / even.sum() == pytest.approx(1 / len(held), rel=0.1)
+    assert odd[first] / odd.sum() == pytest.approx(10 / len(rows), rel=0.1)
+    assert len(store.sample(7, rng, by="mixed")["table"]) == 7
     with pytest.raises(ValueError, match="by must be"):
         store.sample(4, rng, by="nope")
