@@ -169,7 +169,7 @@ FIELDS: Tuple[FieldSpec, ...] = (
        "the updates since its last copy (the optimizer's jitter averaged out, about half an "
        "interval of lag), 'latest' its current weights, 'average' its running average "
        "(needs ema_decay > 0; lags about 1 / (1 - ema_decay) updates)."),
-    _F("replay_sampling", "states", _choice("transitions", "states", "mixed"),
+    _F("replay_sampling", "mixed", _choice("transitions", "states", "mixed"),
        "How minibatches draw replay rows: 'transitions' uniformly (states as often as visited); "
        "'states' every stored state equally often (the targets are exact expectations, so "
        "visitation need not weight the fit); 'mixed' half of every minibatch each way."),

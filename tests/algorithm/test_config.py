@@ -27,7 +27,7 @@ SPEC_DEFAULTS = dict(
     q_r_advantage_weight=30.0, value_loss="log", exploring_starts=0.9, exploring_starts_frontier=False, replay_capacity=100_000, updates_per_iteration=32, learning_starts=None,
     max_goals_per_human=16, sum_human_actions=True, epsilon=0.05, verbose=False, tensorboard_dir=None,
     checkpoint_replay_buffer=False, exact_eval_interval=0, exact_max_states=1_000_000, on_nonfinite="raise", torch_num_threads=None,
-    ema_decay=0.999, target_copy="interval_mean", residual_rows=256, replay_sampling="states",
+    ema_decay=0.999, target_copy="interval_mean", residual_rows=256, replay_sampling="mixed",
     max_nonfinite_skips=100, max_env_runner_failures=3,
     hidden_sizes={"q_r": (512, 512), "v_h_e": (256, 256), "x_h": (256, 256), "u_r": (256, 256),
                   "v_r": (256, 256)},
